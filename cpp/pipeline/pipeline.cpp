@@ -1,0 +1,416 @@
+#include "pipeline/pipeline.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <future>
+
+#include "core/backend.h"
+#include "core/errors.h"
+#include "core/log.h"
+#include "llm/kv_window.h"
+#include "llm/utf8.h"
+
+namespace omni {
+namespace fs = std::filesystem;
+
+namespace {
+
+double now_ms() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double, std::milli>(clock::now().time_since_epoch()).count();
+}
+
+// Characters the PyTorch reference never lets the model say in speak mode (pipeline.md §6.1).
+const char * const kSpeechForbidden[] = {":", "：", "；", "#", "“", "”", "‘", "’", "@", "*", "【", "】",
+                                         "「", "」", "(", ")", "（", "）", "[", "]", "&", "/", "$"};
+
+int quant_rank(const std::string & name) {
+    if (name.find("Q4_K_M") != std::string::npos) return 0;
+    if (name.find("Q8_0") != std::string::npos) return 1;
+    if (name.find("F16") != std::string::npos) return 2;
+    return 3;
+}
+
+}  // namespace
+
+std::string find_llm_file(const std::string & model_dir) {
+    std::error_code ec;
+    if (!fs::is_directory(model_dir, ec)) {
+        throw ModelFileError("model directory not found: " + model_dir);
+    }
+    std::vector<fs::path> candidates;
+    for (const auto & entry : fs::directory_iterator(model_dir, ec)) {
+        const fs::path & p = entry.path();
+        if (entry.is_regular_file() && p.extension() == ".gguf" && p.filename().string().find("mmproj") == std::string::npos) {
+            candidates.push_back(p);
+        }
+    }
+    if (candidates.empty()) {
+        throw ModelFileError("no LLM file (MiniCPM-o-4_5-<quant>.gguf) at the top level of " + model_dir);
+    }
+    std::sort(candidates.begin(), candidates.end(), [](const fs::path & a, const fs::path & b) {
+        const int ra = quant_rank(a.filename().string());
+        const int rb = quant_rank(b.filename().string());
+        return ra != rb ? ra < rb : a.filename() < b.filename();
+    });
+    return candidates.front().string();
+}
+
+Pipeline::Pipeline(const EngineOptions & options) : options_(options) {
+    if (options.n_ctx < 64) throw StateError("n_ctx must be at least 64, got " + std::to_string(options.n_ctx));
+    if (options.n_batch < 1) throw StateError("n_batch must be at least 1, got " + std::to_string(options.n_batch));
+    LlmOptions llm_options;
+    llm_options.path = options.llm_file.empty() ? find_llm_file(options.model_dir) : options.llm_file;
+    llm_options.n_ctx = options.n_ctx;
+    llm_options.n_batch = options.n_batch;
+    llm_options.n_gpu_layers = options.n_gpu_layers;
+    llm_options.n_threads = options.n_threads;
+    const double t0 = now_ms();
+    llm_ = std::make_unique<Llm>(llm_options);
+    llm_->set_abort_flag(&abort_eval_);
+    resolve_special_tokens();
+    info_ = EngineInfo{llm_->path(), llm_->n_vocab(), llm_->n_embd(), llm_->n_layer(), llm_->n_ctx(), llm_->n_ctx_train(),
+                       primary_backend_name(options.n_gpu_layers)};
+    log_message(LogLevel::info, "LLM loaded from " + info_.llm_path + " in " + std::to_string(static_cast<int>(now_ms() - t0)) +
+                                    " ms (backend " + info_.backend + ")");
+    llm_thread_ = std::thread([this] { llm_thread_main(); });
+}
+
+Pipeline::~Pipeline() { close(); }
+
+void Pipeline::close() {
+    {
+        std::lock_guard<std::mutex> lock(control_mutex_);
+        if (closed_) return;
+        closed_ = true;
+    }
+    request_stop("stop");
+    llm_jobs_.close();
+    if (llm_thread_.joinable()) llm_thread_.join();
+    sink_.reset();  // delivers what is left
+    llm_.reset();
+}
+
+void Pipeline::llm_thread_main() {
+    while (auto job = llm_jobs_.pop()) {
+        (*job)();
+    }
+}
+
+template <typename F>
+auto Pipeline::call_on_llm(F && fn) -> decltype(fn()) {
+    using Result = decltype(fn());
+    auto task = std::make_shared<std::packaged_task<Result()>>(std::forward<F>(fn));
+    std::future<Result> result = task->get_future();
+    if (!llm_jobs_.push([task] { (*task)(); })) {
+        throw StateError("the engine is closed");
+    }
+    return result.get();
+}
+
+void Pipeline::resolve_special_tokens() {
+    special_.tts_eos = llm_->find_token("<|tts_eos|>");
+    special_.im_end = llm_->find_token("<|im_end|>");
+    special_.endoftext = llm_->find_token("<|endoftext|>");
+    if (special_.tts_eos < 0 || special_.im_end < 0) {
+        throw ModelFileError(llm_->path() + ": the vocabulary lacks <|tts_eos|> or <|im_end|> (not a MiniCPM-o 4.5 LLM?)");
+    }
+    for (const char * text : kSpeechForbidden) {
+        const Token id = llm_->find_token(text);
+        if (id >= 0) special_.speech_forbidden.push_back(id);
+    }
+}
+
+void Pipeline::require_not_dispatcher(const char * what) const {
+    if (sink_ && sink_->on_dispatcher_thread()) {
+        throw StateError(std::string(what) + " cannot be called from inside the event callback");
+    }
+}
+
+PipelineState Pipeline::state() const {
+    std::lock_guard<std::mutex> lock(control_mutex_);
+    if (!has_session_) return PipelineState::no_session;
+    return turn_active_ ? PipelineState::generating : PipelineState::idle;
+}
+
+void Pipeline::start_session(const SessionOptions & options, EventCallback callback) {
+    require_not_dispatcher("start_session");
+    Session session{options, parse_media_type(options.media_type), parse_language(options.language)};
+    if (options.duplex) throw StateError("duplex mode is not available yet (this build supports simplex only)");
+    validate(options.sampling);
+    if (options.max_new_tokens < 1) throw StateError("max_new_tokens must be >= 1");
+    if (options.max_preserved_context < 1) throw StateError("max_preserved_context must be >= 1");
+
+    request_stop("stop");
+    wait();
+    {
+        std::lock_guard<std::mutex> lock(control_mutex_);
+        if (closed_) throw StateError("the engine is closed");
+        has_session_ = false;
+    }
+    sink_.reset();
+    sink_ = std::make_unique<EventSink>(std::move(callback), [this](const Event & e) { on_delivered(e); });
+    call_on_llm([&] {
+        session_ = session;
+        sampler_ = std::make_unique<Sampler>(options.sampling);
+        prefill_system_prompt();
+    });
+    std::lock_guard<std::mutex> lock(control_mutex_);
+    has_session_ = true;
+}
+
+void Pipeline::prefill_system_prompt() {
+    llm_->clear();
+    context_.clear();
+    round_starts_.clear();
+    const SystemPrompt prompt = simplex_system_prompt(session_->media, session_->language);
+    eval_text(prompt.text_only, true, nullptr);
+    n_keep_ = llm_->n_past();
+    open_round_start_ = llm_->n_past();
+    pending_prefill_tokens_ = 0;
+    pending_prefill_ms_ = 0.0;
+}
+
+void Pipeline::eval_text(const std::string & text, bool parse_special, std::vector<float> * logits) {
+    const std::vector<Token> tokens = llm_->tokenize(text, parse_special);
+    ensure_room(static_cast<int>(tokens.size()));
+    llm_->eval_tokens(tokens, logits);
+    context_.insert(context_.end(), tokens.begin(), tokens.end());
+    n_past_ = llm_->n_past();
+}
+
+int Pipeline::prefill_text(const std::string & text) {
+    if (text.empty()) throw StateError("text is empty");
+    {
+        std::lock_guard<std::mutex> lock(control_mutex_);
+        if (!has_session_) throw StateError("no session: call start_session first");
+        if (turn_active_) throw BusyError("an answer is being generated; stop it or wait before adding input");
+    }
+    return call_on_llm([&] {
+        const double t0 = now_ms();
+        const int before = llm_->n_past();
+        // User text is never parsed for special tokens: typing "<|im_end|>" must not end the turn.
+        eval_text(text, false, nullptr);
+        const int added = llm_->n_past() - before;
+        pending_prefill_tokens_ += added;
+        pending_prefill_ms_ += now_ms() - t0;
+        return added;
+    });
+}
+
+int Pipeline::generate(int max_new_tokens, float length_penalty) {
+    int turn = 0;
+    const double t_generate = now_ms();
+    {
+        std::lock_guard<std::mutex> lock(control_mutex_);
+        if (!has_session_) throw StateError("no session: call start_session first");
+        if (turn_active_) throw BusyError("an answer is already being generated");
+        turn_active_ = true;
+        turn = ++issued_turn_;
+    }
+    const bool queued = llm_jobs_.push([this, turn, max_new_tokens, length_penalty, t_generate] {
+        run_turn(turn, max_new_tokens, length_penalty, t_generate);
+    });
+    if (!queued) {
+        std::lock_guard<std::mutex> lock(control_mutex_);
+        turn_active_ = false;
+        throw StateError("the engine is closed");
+    }
+    return turn;
+}
+
+bool Pipeline::wait(double timeout_s) {
+    std::unique_lock<std::mutex> lock(control_mutex_);
+    if (turn_active_ && sink_ && sink_->on_dispatcher_thread()) {
+        throw StateError("wait cannot be called from inside the event callback");
+    }
+    const auto idle = [&] { return !turn_active_; };
+    if (timeout_s < 0) {
+        idle_cv_.wait(lock, idle);
+        return true;
+    }
+    return idle_cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), idle);
+}
+
+void Pipeline::request_stop(const char * reason) {
+    std::lock_guard<std::mutex> lock(control_mutex_);
+    if (!turn_active_) return;
+    stop_through_turn_ = issued_turn_;
+    stop_reason_ = reason;
+    if (abortable_) abort_eval_ = true;
+}
+
+void Pipeline::stop() { request_stop("stop"); }
+
+void Pipeline::break_turn() { request_stop("break"); }
+
+void Pipeline::reset() {
+    require_not_dispatcher("reset");
+    request_stop("stop");
+    wait();
+    {
+        std::lock_guard<std::mutex> lock(control_mutex_);
+        if (!has_session_) throw StateError("no session: call start_session first");
+    }
+    call_on_llm([&] {
+        llm_->remove(n_keep_, llm_->n_past());
+        context_.resize(static_cast<size_t>(n_keep_.load()));
+        round_starts_.clear();
+        open_round_start_ = n_keep_;
+        pending_prefill_tokens_ = 0;
+        pending_prefill_ms_ = 0.0;
+        n_past_ = llm_->n_past();
+    });
+}
+
+std::vector<Token> Pipeline::context_tokens() {
+    require_not_dispatcher("context_tokens");
+    return call_on_llm([&] { return context_; });
+}
+
+void Pipeline::ensure_room(int n_new) {
+    if (llm_->n_past() + n_new <= llm_->n_ctx()) return;
+    slide_window();
+    if (llm_->n_past() + n_new > llm_->n_ctx()) {
+        throw ContextFullError("the input of " + std::to_string(n_new) + " tokens does not fit the context (n_ctx " +
+                               std::to_string(llm_->n_ctx()) + ", system prompt " + std::to_string(n_keep_.load()) +
+                               " tokens, " + std::to_string(llm_->n_past()) + " in use)");
+    }
+}
+
+void Pipeline::slide_window() {
+    const DropSpan span = plan_slide(n_keep_, llm_->n_past(), round_starts_, open_round_start_,
+                                     session_ ? session_->options.max_preserved_context : 2048);
+    const int dropped = span.end - span.begin;
+    if (dropped <= 0) return;
+    llm_->remove(span.begin, span.end);
+    context_.erase(context_.begin() + span.begin, context_.begin() + span.end);
+    std::vector<int> kept;
+    for (int start : round_starts_) {
+        if (start >= span.end) kept.push_back(start - dropped);
+    }
+    round_starts_ = kept;
+    open_round_start_ = open_round_start_ >= span.end ? open_round_start_ - dropped : std::max(span.begin, n_keep_.load());
+    n_past_ = llm_->n_past();
+    log_message(LogLevel::info, "context window: dropped " + std::to_string(dropped) + " tokens of old conversation");
+}
+
+void Pipeline::emit(Event event) {
+    if (sink_) sink_->push(std::move(event));
+}
+
+void Pipeline::on_delivered(const Event & event) {
+    if (event.type != EventType::end_of_turn) return;
+    std::lock_guard<std::mutex> lock(control_mutex_);
+    if (event.turn == issued_turn_) {
+        turn_active_ = false;
+        idle_cv_.notify_all();
+    }
+}
+
+void Pipeline::run_turn(int turn, int max_new_tokens, float length_penalty, double t_generate) {
+    TurnStats stats;
+    std::string reason;
+    {
+        std::lock_guard<std::mutex> lock(control_mutex_);
+        abortable_ = true;
+        abort_eval_ = stop_through_turn_ >= turn;
+    }
+    try {
+        reason = generate_tokens(turn, max_new_tokens, length_penalty, stats, t_generate);
+    } catch (const ContextFullError & e) {
+        reason = "context_full";
+        emit(error_event(turn, e.what()));
+    } catch (const std::exception & e) {
+        if (std::string(e.what()) == "aborted") {
+            std::lock_guard<std::mutex> lock(control_mutex_);
+            reason = stop_reason_;
+        } else {
+            reason = "error";
+            emit(error_event(turn, e.what()));
+        }
+    }
+    {
+        std::lock_guard<std::mutex> lock(control_mutex_);
+        abortable_ = false;
+        abort_eval_ = false;
+    }
+    try {
+        close_turn();
+    } catch (const std::exception & e) {
+        emit(error_event(turn, std::string("could not close the turn: ") + e.what()));
+        reason = "error";
+    }
+    stats.total_ms = now_ms() - t_generate;
+    emit(stats_event(turn, stats));
+    emit(end_of_turn_event(turn, reason));
+}
+
+std::string Pipeline::generate_tokens(int turn, int max_new_tokens, float length_penalty, TurnStats & stats,
+                                      double t_generate) {
+    const SessionOptions & opts = session_->options;
+    const int limit = max_new_tokens > 0 ? max_new_tokens : opts.max_new_tokens;
+    SamplingParams params = opts.sampling;
+    if (length_penalty > 0.0f) params.length_penalty = length_penalty;
+    validate(params);
+    Sampler turn_sampler(params);
+    Sampler & sampler = length_penalty > 0.0f ? turn_sampler : *sampler_;
+
+    const std::vector<Token> terminators{special_.tts_eos, special_.im_end, special_.endoftext};
+    const std::vector<Token> no_tokens;
+    const std::vector<Token> & forbidden = opts.speak ? special_.speech_forbidden : no_tokens;
+
+    std::vector<float> logits;
+    std::vector<float> hidden;
+    const double t_header = now_ms();
+    const int before = llm_->n_past();
+    eval_text(assistant_header(opts.speak), true, &logits);
+    stats.prefill_tokens = pending_prefill_tokens_ + (llm_->n_past() - before);
+    stats.prefill_ms = pending_prefill_ms_ + (now_ms() - t_header);
+    pending_prefill_tokens_ = 0;
+    pending_prefill_ms_ = 0.0;
+
+    std::vector<Token> history;
+    Utf8Accumulator text;
+    const double t_decode = now_ms();
+    std::string reason = "max_tokens";
+    for (int i = 0; i < limit; ++i) {
+        if (stop_through_turn_ >= turn) {
+            std::lock_guard<std::mutex> lock(control_mutex_);
+            reason = stop_reason_;
+            break;
+        }
+        const Token token = sampler.sample(logits, history, terminators, forbidden);
+        if (token == special_.tts_eos || llm_->is_end_of_generation(token)) {
+            reason = "eos";
+            break;
+        }
+        history.push_back(token);
+        const std::string piece = llm_->is_control(token) ? "" : text.push(llm_->token_piece(token));
+        if (!piece.empty()) {
+            if (stats.ttft_ms < 0) stats.ttft_ms = now_ms() - t_generate;
+            emit(text_event(turn, piece));
+        }
+        ensure_room(1);
+        llm_->step(token, logits, hidden);
+        context_.push_back(token);
+        n_past_ = llm_->n_past();
+        ++stats.decode_tokens;
+    }
+    const std::string rest = text.flush();
+    if (!rest.empty()) emit(text_event(turn, rest));
+    stats.decode_ms = now_ms() - t_decode;
+    return reason;
+}
+
+void Pipeline::close_turn() {
+    eval_text(turn_close(session_->options.speak), true, nullptr);
+    round_starts_.push_back(open_round_start_);
+    open_round_start_ = llm_->n_past();
+    // Make room for the next turn early, as the reference does after every answer.
+    const int margin = std::min(1024, llm_->n_ctx() / 4);
+    if (llm_->n_past() > llm_->n_ctx() - margin) slide_window();
+}
+
+}  // namespace omni

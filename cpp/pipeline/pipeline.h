@@ -1,0 +1,149 @@
+// The engine's one pipeline: owns the stages, the stage threads, the queues and the session state machine.
+// Every public method may be called from any thread; long ones block the caller (never the stages).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "llm/chat_format.h"
+#include "llm/llm.h"
+#include "llm/sampler.h"
+#include "pipeline/event_sink.h"
+#include "pipeline/events.h"
+#include "pipeline/queue.h"
+
+namespace omni {
+
+struct EngineOptions {
+    std::string model_dir;
+    std::string llm_file;  // "": choose in model_dir (Q4_K_M > Q8_0 > F16 > any top-level .gguf)
+    int n_ctx = 4096;
+    int n_batch = 512;
+    int n_gpu_layers = -1;
+    int n_threads = 0;
+};
+
+struct SessionOptions {
+    std::string media_type = "audio";
+    bool duplex = false;
+    std::string language = "zh";
+    bool speak = true;
+    SamplingParams sampling;
+    int max_new_tokens = 2048;
+    int max_preserved_context = 2048;
+};
+
+struct EngineInfo {
+    std::string llm_path;
+    int n_vocab = 0;
+    int n_embd = 0;
+    int n_layer = 0;
+    int n_ctx = 0;
+    int n_ctx_train = 0;
+    std::string backend;
+};
+
+enum class PipelineState { no_session, idle, generating };
+
+// The LLM file to use in an official model directory (ModelFileError naming the directory if none).
+std::string find_llm_file(const std::string & model_dir);
+
+class Pipeline {
+public:
+    explicit Pipeline(const EngineOptions & options);
+    ~Pipeline();
+    Pipeline(const Pipeline &) = delete;
+    Pipeline & operator=(const Pipeline &) = delete;
+
+    // Ends any turn, clears the conversation and prefills the system prompt.
+    void start_session(const SessionOptions & options, EventCallback callback);
+    // Appends typed user text to the current user turn; returns the number of tokens added.
+    int prefill_text(const std::string & text);
+    // Starts one answer on the LLM thread and returns its turn id at once. max_new_tokens <= 0 and
+    // length_penalty <= 0 mean the session's values.
+    int generate(int max_new_tokens = -1, float length_penalty = -1.0f);
+    // Blocks until the running turn's last event was delivered; false on timeout (timeout_s < 0: no limit).
+    bool wait(double timeout_s = -1.0);
+    void stop();
+    void break_turn();
+    void reset();
+    void close();
+
+    PipelineState state() const;
+    int n_past() const { return n_past_.load(); }
+    int n_keep() const { return n_keep_.load(); }
+    std::vector<Token> context_tokens();
+    EngineInfo info() const { return info_; }
+
+private:
+    struct SpecialTokens {
+        Token tts_eos = -1;
+        Token im_end = -1;
+        Token endoftext = -1;
+        std::vector<Token> speech_forbidden;  // punctuation the reference forbids in speak mode
+    };
+    struct Session {
+        SessionOptions options;
+        MediaType media = MediaType::audio;
+        Language language = Language::zh;
+    };
+
+    void llm_thread_main();
+    template <typename F>
+    auto call_on_llm(F && fn) -> decltype(fn());
+
+    void resolve_special_tokens();
+    void prefill_system_prompt();
+    void eval_text(const std::string & text, bool parse_special, std::vector<float> * logits);
+    void ensure_room(int n_new);
+    void slide_window();
+    void run_turn(int turn, int max_new_tokens, float length_penalty, double t_generate);
+    std::string generate_tokens(int turn, int max_new_tokens, float length_penalty, TurnStats & stats, double t_generate);
+    void close_turn();
+    void emit(Event event);
+    void on_delivered(const Event & event);
+    void request_stop(const char * reason);
+    void require_not_dispatcher(const char * what) const;
+
+    EngineOptions options_;
+    EngineInfo info_;
+    std::unique_ptr<Llm> llm_;
+    SpecialTokens special_;
+
+    // Touched only on the LLM thread (or before it starts / after it ends).
+    std::optional<Session> session_;
+    std::unique_ptr<Sampler> sampler_;
+    std::vector<Token> context_;     // mirror of the KV cache; embedding rows are -1
+    std::vector<int> round_starts_;  // starts of completed rounds after the system prompt
+    int open_round_start_ = 0;
+    int pending_prefill_tokens_ = 0;
+    double pending_prefill_ms_ = 0.0;
+
+    std::atomic<int> n_past_{0};
+    std::atomic<int> n_keep_{0};
+
+    // Turn control, shared between callers, the LLM thread and the dispatcher.
+    mutable std::mutex control_mutex_;
+    std::condition_variable idle_cv_;
+    bool has_session_ = false;
+    bool turn_active_ = false;
+    bool abortable_ = false;
+    int issued_turn_ = 0;
+    std::string stop_reason_ = "stop";
+    std::atomic<int> stop_through_turn_{0};
+    std::atomic<bool> abort_eval_{false};
+    bool closed_ = false;
+
+    std::unique_ptr<EventSink> sink_;
+    BlockingQueue<std::function<void()>> llm_jobs_;
+    std::thread llm_thread_;
+};
+
+}  // namespace omni
