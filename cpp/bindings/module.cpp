@@ -10,8 +10,11 @@
 #include "core/backend.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "llm/chat_format.h"
+#include "llm/kv_window.h"
 #include "llm/llm.h"
 #include "llm/sampler.h"
+#include "llm/utf8.h"
 #include "pipeline/pipeline.h"
 
 namespace py = pybind11;
@@ -26,9 +29,11 @@ py::array_t<float> to_array(const std::vector<float> & values, py::ssize_t rows,
     return out;
 }
 
-std::vector<float> to_vector(const py::array_t<float, py::array::c_style | py::array::forcecast> & array, size_t expected) {
+std::vector<float> to_vector(const py::array_t<float, py::array::c_style | py::array::forcecast> & array,
+                             size_t expected) {
     if (static_cast<size_t>(array.size()) != expected) {
-        throw py::value_error("logits must have " + std::to_string(expected) + " values, got " + std::to_string(array.size()));
+        throw py::value_error("logits must have " + std::to_string(expected) + " values, got " +
+                              std::to_string(array.size()));
     }
     return std::vector<float>(array.data(), array.data() + array.size());
 }
@@ -154,23 +159,30 @@ void bind_options(py::module_ & m) {
         .def_readwrite("seed", &omni::SamplingParams::seed);
 
     py::class_<omni::EngineOptions>(m, "EngineOptions")
-        .def(py::init([](std::string model_dir, std::string llm_file, int n_ctx, int n_batch, int n_gpu_layers, int n_threads) {
-                 return omni::EngineOptions{std::move(model_dir), std::move(llm_file), n_ctx, n_batch, n_gpu_layers, n_threads};
+        .def(py::init([](std::string model_dir, std::string llm_file, int n_ctx, int n_batch, int n_gpu_layers,
+                         int n_threads, std::string kv_type, std::string flash_attn) {
+                 return omni::EngineOptions{
+                     std::move(model_dir), std::move(llm_file),  n_ctx, n_batch, n_gpu_layers, n_threads,
+                     std::move(kv_type),   std::move(flash_attn)};
              }),
              py::kw_only(), py::arg("model_dir") = "", py::arg("llm_file") = "", py::arg("n_ctx") = 4096,
-             py::arg("n_batch") = 512, py::arg("n_gpu_layers") = -1, py::arg("n_threads") = 0)
+             py::arg("n_batch") = 512, py::arg("n_gpu_layers") = -1, py::arg("n_threads") = 0,
+             py::arg("kv_type") = "f16", py::arg("flash_attn") = "auto")
         .def_readwrite("model_dir", &omni::EngineOptions::model_dir)
         .def_readwrite("llm_file", &omni::EngineOptions::llm_file)
         .def_readwrite("n_ctx", &omni::EngineOptions::n_ctx)
         .def_readwrite("n_batch", &omni::EngineOptions::n_batch)
         .def_readwrite("n_gpu_layers", &omni::EngineOptions::n_gpu_layers)
-        .def_readwrite("n_threads", &omni::EngineOptions::n_threads);
+        .def_readwrite("n_threads", &omni::EngineOptions::n_threads)
+        .def_readwrite("kv_type", &omni::EngineOptions::kv_type)
+        .def_readwrite("flash_attn", &omni::EngineOptions::flash_attn);
 
     py::class_<omni::SessionOptions>(m, "SessionOptions")
-        .def(py::init([](std::string media_type, bool duplex, std::string language, bool speak, omni::SamplingParams sampling,
-                         int max_new_tokens, int max_preserved_context) {
-                 return omni::SessionOptions{std::move(media_type), duplex, std::move(language), speak, sampling,
-                                             max_new_tokens, max_preserved_context};
+        .def(py::init([](std::string media_type, bool duplex, std::string language, bool speak,
+                         omni::SamplingParams sampling, int max_new_tokens, int max_preserved_context) {
+                 return omni::SessionOptions{
+                     std::move(media_type), duplex, std::move(language), speak, sampling, max_new_tokens,
+                     max_preserved_context};
              }),
              py::kw_only(), py::arg("media_type") = "audio", py::arg("duplex") = false, py::arg("language") = "zh",
              py::arg("speak") = true, py::arg("sampling") = omni::SamplingParams{}, py::arg("max_new_tokens") = 2048,
@@ -188,44 +200,55 @@ void bind_engine(py::module_ & m) {
     using release = py::call_guard<py::gil_scoped_release>;
     py::class_<PyEngine>(m, "Engine")
         .def(py::init<const omni::EngineOptions &>(), py::arg("options"))
-        .def_property_readonly("info", [](PyEngine & e) {
-            const omni::EngineInfo info = e.get().info();
-            py::dict d;
-            d["llm_path"] = info.llm_path;
-            d["n_vocab"] = info.n_vocab;
-            d["n_embd"] = info.n_embd;
-            d["n_layer"] = info.n_layer;
-            d["n_ctx"] = info.n_ctx;
-            d["n_ctx_train"] = info.n_ctx_train;
-            d["backend"] = info.backend;
-            py::dict stages;
-            stages["llm"] = true;
-            stages["audio"] = false;
-            stages["vision"] = false;
-            stages["tts"] = false;
-            stages["token2wav"] = false;
-            d["stages"] = stages;
-            return d;
-        })
-        .def("start_session",
-             [](PyEngine & e, const omni::SessionOptions & options, py::function on_event) {
-                 omni::EventCallback callback = make_event_callback(std::move(on_event));
-                 py::gil_scoped_release release;
-                 e.get().start_session(options, std::move(callback));
-             },
-             py::arg("options"), py::arg("on_event"))
-        .def("prefill_text", [](PyEngine & e, const std::string & text) { return e.get().prefill_text(text); }, py::arg("text"),
-             release())
-        .def("generate", [](PyEngine & e, int max_new_tokens, float length_penalty) {
-                 return e.get().generate(max_new_tokens, length_penalty);
-             },
-             py::arg("max_new_tokens") = -1, py::arg("length_penalty") = -1.0f, release())
-        .def("wait", [](PyEngine & e, double timeout) { return e.get().wait(timeout); }, py::arg("timeout") = -1.0, release())
-        .def("stop", [](PyEngine & e) { e.get().stop(); }, release())
-        .def("break_turn", [](PyEngine & e) { e.get().break_turn(); }, release())
-        .def("reset", [](PyEngine & e) { e.get().reset(); }, release())
+        .def_property_readonly("info",
+                               [](PyEngine & e) {
+                                   const omni::EngineInfo info = e.get().info();
+                                   py::dict d;
+                                   d["llm_path"] = info.llm_path;
+                                   d["n_vocab"] = info.n_vocab;
+                                   d["n_embd"] = info.n_embd;
+                                   d["n_layer"] = info.n_layer;
+                                   d["n_ctx"] = info.n_ctx;
+                                   d["n_ctx_train"] = info.n_ctx_train;
+                                   d["backend"] = info.backend;
+                                   py::dict stages;
+                                   stages["llm"] = true;
+                                   stages["audio"] = false;
+                                   stages["vision"] = false;
+                                   stages["tts"] = false;
+                                   stages["token2wav"] = false;
+                                   d["stages"] = stages;
+                                   return d;
+                               })
+        .def(
+            "start_session",
+            [](PyEngine & e, const omni::SessionOptions & options, py::function on_event) {
+                omni::EventCallback callback = make_event_callback(std::move(on_event));
+                py::gil_scoped_release release;
+                e.get().start_session(options, std::move(callback));
+            },
+            py::arg("options"), py::arg("on_event"))
+        .def(
+            "prefill_text", [](PyEngine & e, const std::string & text) { return e.get().prefill_text(text); },
+            py::arg("text"), release())
+        .def(
+            "generate",
+            [](PyEngine & e, int max_new_tokens, float length_penalty) {
+                return e.get().generate(max_new_tokens, length_penalty);
+            },
+            py::arg("max_new_tokens") = -1, py::arg("length_penalty") = -1.0f, release())
+        .def(
+            "wait", [](PyEngine & e, double timeout) { return e.get().wait(timeout); }, py::arg("timeout") = -1.0,
+            release())
+        .def(
+            "stop", [](PyEngine & e) { e.get().stop(); }, release())
+        .def(
+            "break_turn", [](PyEngine & e) { e.get().break_turn(); }, release())
+        .def(
+            "reset", [](PyEngine & e) { e.get().reset(); }, release())
         .def("close", &PyEngine::close)
-        .def("__enter__", [](PyEngine & e) -> PyEngine & { return e; }, py::return_value_policy::reference)
+        .def(
+            "__enter__", [](PyEngine & e) -> PyEngine & { return e; }, py::return_value_policy::reference)
         .def("__exit__", [](PyEngine & e, py::args) { e.close(); })
         .def_property_readonly("state", [](PyEngine & e) { return state_name(e.get().state()); })
         .def_property_readonly("n_past", [](PyEngine & e) { return e.get().n_past(); })
@@ -236,60 +259,73 @@ void bind_engine(py::module_ & m) {
 void bind_llm(py::module_ & m) {
     using release = py::call_guard<py::gil_scoped_release>;
     py::class_<omni::Llm>(m, "Llm")
-        .def(py::init([](const std::string & path, int n_ctx, int n_batch, int n_gpu_layers, int n_threads) {
+        .def(py::init([](const std::string & path, int n_ctx, int n_batch, int n_gpu_layers, int n_threads,
+                         const std::string & kv_type, const std::string & flash_attn) {
                  py::gil_scoped_release release;
-                 return std::make_unique<omni::Llm>(omni::LlmOptions{path, n_ctx, n_batch, n_gpu_layers, n_threads});
+                 return std::make_unique<omni::Llm>(
+                     omni::LlmOptions{path, n_ctx, n_batch, n_gpu_layers, n_threads, kv_type, flash_attn});
              }),
-             py::arg("path"), py::kw_only(), py::arg("n_ctx") = 512, py::arg("n_batch") = 512, py::arg("n_gpu_layers") = 0,
-             py::arg("n_threads") = 0)
+             py::arg("path"), py::kw_only(), py::arg("n_ctx") = 512, py::arg("n_batch") = 512,
+             py::arg("n_gpu_layers") = 0, py::arg("n_threads") = 0, py::arg("kv_type") = "f16",
+             py::arg("flash_attn") = "auto")
         .def_property_readonly("n_vocab", &omni::Llm::n_vocab)
         .def_property_readonly("n_embd", &omni::Llm::n_embd)
         .def_property_readonly("n_ctx", &omni::Llm::n_ctx)
         .def_property_readonly("n_past", &omni::Llm::n_past)
         .def("tokenize", &omni::Llm::tokenize, py::arg("text"), py::arg("parse_special") = true, release())
-        .def("token_to_piece", [](omni::Llm & llm, Token token) { return py::bytes(llm.token_piece(token)); }, py::arg("token"))
-        .def("eval_tokens", [](omni::Llm & llm, const std::vector<Token> & tokens) {
-                 std::vector<float> logits;
-                 {
-                     py::gil_scoped_release release;
-                     llm.eval_tokens(tokens, &logits);
-                 }
-                 return to_array(logits, 0, llm.n_vocab());
-             },
-             py::arg("tokens"))
-        .def("eval_embeddings", [](omni::Llm & llm, const py::array_t<float, py::array::c_style | py::array::forcecast> & rows) {
-                 if (rows.ndim() != 2 || rows.shape(1) != llm.n_embd()) {
-                     throw py::value_error("rows must have shape (n, " + std::to_string(llm.n_embd()) + ")");
-                 }
-                 std::vector<float> logits;
-                 {
-                     py::gil_scoped_release release;
-                     llm.eval_embeddings(rows.data(), static_cast<int>(rows.shape(0)), &logits);
-                 }
-                 return to_array(logits, 0, llm.n_vocab());
-             },
-             py::arg("rows"))
-        .def("step", [](omni::Llm & llm, Token token) {
-                 std::vector<float> logits;
-                 std::vector<float> hidden;
-                 {
-                     py::gil_scoped_release release;
-                     llm.step(token, logits, hidden);
-                 }
-                 return py::make_tuple(to_array(logits, 0, llm.n_vocab()), to_array(hidden, 0, llm.n_embd()));
-             },
-             py::arg("token"))
-        .def("eval_all", [](omni::Llm & llm, const std::vector<Token> & tokens) {
-                 std::vector<float> logits;
-                 std::vector<float> hidden;
-                 {
-                     py::gil_scoped_release release;
-                     llm.eval_all(tokens, logits, hidden);
-                 }
-                 const auto n = static_cast<py::ssize_t>(tokens.size());
-                 return py::make_tuple(to_array(logits, n, llm.n_vocab()), to_array(hidden, n, llm.n_embd()));
-             },
-             py::arg("tokens"))
+        .def(
+            "token_to_piece", [](omni::Llm & llm, Token token) { return py::bytes(llm.token_piece(token)); },
+            py::arg("token"))
+        .def(
+            "eval_tokens",
+            [](omni::Llm & llm, const std::vector<Token> & tokens) {
+                std::vector<float> logits;
+                {
+                    py::gil_scoped_release release;
+                    llm.eval_tokens(tokens, &logits);
+                }
+                return to_array(logits, 0, llm.n_vocab());
+            },
+            py::arg("tokens"))
+        .def(
+            "eval_embeddings",
+            [](omni::Llm & llm, const py::array_t<float, py::array::c_style | py::array::forcecast> & rows) {
+                if (rows.ndim() != 2 || rows.shape(1) != llm.n_embd()) {
+                    throw py::value_error("rows must have shape (n, " + std::to_string(llm.n_embd()) + ")");
+                }
+                std::vector<float> logits;
+                {
+                    py::gil_scoped_release release;
+                    llm.eval_embeddings(rows.data(), static_cast<int>(rows.shape(0)), &logits);
+                }
+                return to_array(logits, 0, llm.n_vocab());
+            },
+            py::arg("rows"))
+        .def(
+            "step",
+            [](omni::Llm & llm, Token token) {
+                std::vector<float> logits;
+                std::vector<float> hidden;
+                {
+                    py::gil_scoped_release release;
+                    llm.step(token, logits, hidden);
+                }
+                return py::make_tuple(to_array(logits, 0, llm.n_vocab()), to_array(hidden, 0, llm.n_embd()));
+            },
+            py::arg("token"))
+        .def(
+            "eval_all",
+            [](omni::Llm & llm, const std::vector<Token> & tokens) {
+                std::vector<float> logits;
+                std::vector<float> hidden;
+                {
+                    py::gil_scoped_release release;
+                    llm.eval_all(tokens, logits, hidden);
+                }
+                const auto n = static_cast<py::ssize_t>(tokens.size());
+                return py::make_tuple(to_array(logits, n, llm.n_vocab()), to_array(hidden, n, llm.n_embd()));
+            },
+            py::arg("tokens"))
         .def("clear", &omni::Llm::clear, release())
         .def("remove", &omni::Llm::remove, py::arg("p0"), py::arg("p1"), release());
 }
@@ -297,19 +333,54 @@ void bind_llm(py::module_ & m) {
 void bind_sampler(py::module_ & m) {
     py::class_<omni::Sampler>(m, "Sampler")
         .def(py::init<const omni::SamplingParams &>(), py::arg("params"))
-        .def("apply", [](const omni::Sampler & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & logits,
-                         const std::vector<Token> & history, const std::vector<Token> & terminators, const std::vector<Token> & forbidden) {
-                 const std::vector<float> values = to_vector(logits, static_cast<size_t>(logits.size()));
-                 return to_array(s.probabilities(values, history, terminators, forbidden), 0, static_cast<py::ssize_t>(values.size()));
-             },
-             py::arg("logits"), py::arg("history") = std::vector<Token>{}, py::arg("terminators") = std::vector<Token>{},
-             py::arg("forbidden") = std::vector<Token>{})
-        .def("sample", [](omni::Sampler & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & logits,
-                          const std::vector<Token> & history, const std::vector<Token> & terminators, const std::vector<Token> & forbidden) {
-                 return s.sample(to_vector(logits, static_cast<size_t>(logits.size())), history, terminators, forbidden);
-             },
-             py::arg("logits"), py::arg("history") = std::vector<Token>{}, py::arg("terminators") = std::vector<Token>{},
-             py::arg("forbidden") = std::vector<Token>{});
+        .def(
+            "apply",
+            [](const omni::Sampler & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & logits,
+               const std::vector<Token> & history, const std::vector<Token> & terminators,
+               const std::vector<Token> & forbidden) {
+                const std::vector<float> values = to_vector(logits, static_cast<size_t>(logits.size()));
+                return to_array(s.probabilities(values, history, terminators, forbidden), 0,
+                                static_cast<py::ssize_t>(values.size()));
+            },
+            py::arg("logits"), py::arg("history") = std::vector<Token>{}, py::arg("terminators") = std::vector<Token>{},
+            py::arg("forbidden") = std::vector<Token>{})
+        .def(
+            "sample",
+            [](omni::Sampler & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & logits,
+               const std::vector<Token> & history, const std::vector<Token> & terminators,
+               const std::vector<Token> & forbidden) {
+                return s.sample(to_vector(logits, static_cast<size_t>(logits.size())), history, terminators, forbidden);
+            },
+            py::arg("logits"), py::arg("history") = std::vector<Token>{}, py::arg("terminators") = std::vector<Token>{},
+            py::arg("forbidden") = std::vector<Token>{});
+}
+
+// Pure pieces exposed for exact unit tests.
+void bind_internals(py::module_ & m) {
+    py::module_ internals = m.def_submodule("internals", "pure engine pieces, exposed for tests");
+    py::class_<omni::Utf8Accumulator>(internals, "Utf8Accumulator")
+        .def(py::init<>())
+        .def("push", [](omni::Utf8Accumulator & a, const py::bytes & data) { return a.push(std::string(data)); })
+        .def("flush", &omni::Utf8Accumulator::flush);
+    internals.def(
+        "system_prompt",
+        [](const std::string & media, const std::string & language) {
+            const omni::SystemPrompt p =
+                omni::simplex_system_prompt(omni::parse_media_type(media), omni::parse_language(language));
+            py::dict d;
+            d["prefix"] = p.prefix;
+            d["suffix"] = p.suffix;
+            d["text_only"] = p.text_only;
+            return d;
+        },
+        py::arg("media_type"), py::arg("language"));
+    internals.def("assistant_header", &omni::assistant_header, py::arg("speak"));
+    internals.def("turn_close", &omni::turn_close, py::arg("speak"));
+    internals.def("plan_slide", [](int n_keep, int n_past, const std::vector<int> & round_starts, int open_round_start,
+                                   int max_preserved) {
+        const omni::DropSpan span = omni::plan_slide(n_keep, n_past, round_starts, open_round_start, max_preserved);
+        return py::make_tuple(span.begin, span.end);
+    });
 }
 
 void bind_system(py::module_ & m) {
@@ -334,31 +405,43 @@ void bind_system(py::module_ & m) {
         d["llama_system_info"] = info.llama_system_info;
         return d;
     });
-    m.def("set_log_callback", [](py::object fn) {
-        if (fn.is_none()) {
-            omni::set_log_sink(nullptr);
-            return;
-        }
-        auto holder = std::shared_ptr<py::function>(new py::function(fn.cast<py::function>()), [](py::function * f) {
-            py::gil_scoped_acquire gil;
-            delete f;
-        });
-        omni::set_log_sink([holder](omni::LogLevel level, const std::string & message) {
-            if (!Py_IsInitialized()) return;
-            py::gil_scoped_acquire gil;
-            try {
-                (*holder)(omni::log_level_name(level), message);
-            } catch (py::error_already_set &) {
+    m.def(
+        "set_log_callback",
+        [](py::object fn) {
+            if (fn.is_none()) {
+                omni::set_log_sink(nullptr);
+                return;
             }
-        });
-    }, py::arg("callback"));
-    m.def("set_log_level", [](const std::string & level) {
-        if (level == "debug") omni::set_log_min_level(omni::LogLevel::debug);
-        else if (level == "info") omni::set_log_min_level(omni::LogLevel::info);
-        else if (level == "warning") omni::set_log_min_level(omni::LogLevel::warn);
-        else if (level == "error") omni::set_log_min_level(omni::LogLevel::error);
-        else throw py::value_error("level must be debug, info, warning or error");
-    }, py::arg("level"));
+            auto holder =
+                std::shared_ptr<py::function>(new py::function(fn.cast<py::function>()), [](py::function * f) {
+                    py::gil_scoped_acquire gil;
+                    delete f;
+                });
+            omni::set_log_sink([holder](omni::LogLevel level, const std::string & message) {
+                if (!Py_IsInitialized()) return;
+                py::gil_scoped_acquire gil;
+                try {
+                    (*holder)(omni::log_level_name(level), message);
+                } catch (py::error_already_set &) {
+                }
+            });
+        },
+        py::arg("callback"));
+    m.def(
+        "set_log_level",
+        [](const std::string & level) {
+            if (level == "debug")
+                omni::set_log_min_level(omni::LogLevel::debug);
+            else if (level == "info")
+                omni::set_log_min_level(omni::LogLevel::info);
+            else if (level == "warning")
+                omni::set_log_min_level(omni::LogLevel::warn);
+            else if (level == "error")
+                omni::set_log_min_level(omni::LogLevel::error);
+            else
+                throw py::value_error("level must be debug, info, warning or error");
+        },
+        py::arg("level"));
 }
 
 }  // namespace
@@ -383,4 +466,5 @@ PYBIND11_MODULE(omni_engine, m) {
     bind_engine(m);
     bind_llm(m);
     bind_sampler(m);
+    bind_internals(m);
 }

@@ -8,7 +8,7 @@
 namespace omni {
 
 GgufFile::GgufFile(const std::string & path) : path_(path) {
-    struct stat st {};
+    struct stat st{};
     if (stat(path.c_str(), &st) != 0) {
         throw ModelFileError("model file not found: " + path);
     }
@@ -30,9 +30,13 @@ GgufFile::~GgufFile() {
     }
 }
 
-void GgufFile::fail(const std::string & what) const { throw ModelFileError(path_ + ": " + what); }
+void GgufFile::fail(const std::string & what) const {
+    throw ModelFileError(path_ + ": " + what);
+}
 
-bool GgufFile::has_key(const std::string & key) const { return gguf_find_key(ctx_, key.c_str()) >= 0; }
+bool GgufFile::has_key(const std::string & key) const {
+    return gguf_find_key(ctx_, key.c_str()) >= 0;
+}
 
 int64_t GgufFile::key_id(const std::string & key, int expected_type) const {
     const int64_t id = gguf_find_key(ctx_, key.c_str());
@@ -51,17 +55,29 @@ std::string GgufFile::get_string(const std::string & key) const {
     return gguf_get_val_str(ctx_, key_id(key, GGUF_TYPE_STRING));
 }
 
-uint32_t GgufFile::get_u32(const std::string & key) const { return gguf_get_val_u32(ctx_, key_id(key, GGUF_TYPE_UINT32)); }
+uint32_t GgufFile::get_u32(const std::string & key) const {
+    return gguf_get_val_u32(ctx_, key_id(key, GGUF_TYPE_UINT32));
+}
 
-float GgufFile::get_f32(const std::string & key) const { return gguf_get_val_f32(ctx_, key_id(key, GGUF_TYPE_FLOAT32)); }
+float GgufFile::get_f32(const std::string & key) const {
+    return gguf_get_val_f32(ctx_, key_id(key, GGUF_TYPE_FLOAT32));
+}
 
-bool GgufFile::get_bool(const std::string & key) const { return gguf_get_val_bool(ctx_, key_id(key, GGUF_TYPE_BOOL)); }
+bool GgufFile::get_bool(const std::string & key) const {
+    return gguf_get_val_bool(ctx_, key_id(key, GGUF_TYPE_BOOL));
+}
 
-size_t GgufFile::get_array_size(const std::string & key) const { return gguf_get_arr_n(ctx_, key_id(key, GGUF_TYPE_ARRAY)); }
+size_t GgufFile::get_array_size(const std::string & key) const {
+    return gguf_get_arr_n(ctx_, key_id(key, GGUF_TYPE_ARRAY));
+}
 
-bool GgufFile::has_tensor(const std::string & name) const { return gguf_find_tensor(ctx_, name.c_str()) >= 0; }
+bool GgufFile::has_tensor(const std::string & name) const {
+    return gguf_find_tensor(ctx_, name.c_str()) >= 0;
+}
 
-int64_t GgufFile::n_tensors() const { return gguf_get_n_tensors(ctx_); }
+int64_t GgufFile::n_tensors() const {
+    return gguf_get_n_tensors(ctx_);
+}
 
 TensorInfo GgufFile::tensor(const std::string & name) const {
     const int64_t id = gguf_find_tensor(ctx_, name.c_str());

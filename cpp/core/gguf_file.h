@@ -13,8 +13,8 @@ namespace omni {
 
 struct TensorInfo {
     std::string name;
-    int type = 0;                 // ggml_type
-    std::vector<int64_t> ne;      // GGUF ne order, trailing 1s dropped
+    int type = 0;             // ggml_type
+    std::vector<int64_t> ne;  // GGUF ne order, trailing 1s dropped
 };
 
 class GgufFile {

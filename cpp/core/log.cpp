@@ -66,7 +66,9 @@ void set_log_sink(LogSink sink) {
     state.sink = std::move(sink);
 }
 
-void set_log_min_level(LogLevel level) { log_state().min_level = static_cast<int>(level); }
+void set_log_min_level(LogLevel level) {
+    log_state().min_level = static_cast<int>(level);
+}
 
 void log_message(LogLevel level, const std::string & message) {
     LogState & state = log_state();
@@ -85,9 +87,13 @@ void log_message(LogLevel level, const std::string & message) {
     }
 }
 
-void begin_expected_abort() { ++log_state().expected_aborts; }
+void begin_expected_abort() {
+    ++log_state().expected_aborts;
+}
 
-void end_expected_abort() { --log_state().expected_aborts; }
+void end_expected_abort() {
+    --log_state().expected_aborts;
+}
 
 void route_llama_logs() {
     static std::once_flag once;

@@ -38,9 +38,13 @@ Language parse_language(const std::string & value) {
     throw StateError("language must be 'zh' or 'en', got '" + value + "'");
 }
 
-const char * to_string(MediaType media) { return media == MediaType::audio ? "audio" : "omni"; }
+const char * to_string(MediaType media) {
+    return media == MediaType::audio ? "audio" : "omni";
+}
 
-const char * to_string(Language language) { return language == Language::zh ? "zh" : "en"; }
+const char * to_string(Language language) {
+    return language == Language::zh ? "zh" : "en";
+}
 
 SystemPrompt simplex_system_prompt(MediaType media, Language language) {
     const bool zh = language == Language::zh;
@@ -49,15 +53,20 @@ SystemPrompt simplex_system_prompt(MediaType media, Language language) {
     SystemPrompt prompt;
     prompt.prefix = zh ? kZhPrefix : kEnPrefix;
     prompt.suffix = std::string(kAudioEnd) + (zh ? kZhInstructions : kEnInstructions) + identity + kSystemEnd;
-    const std::string text_identity = media == MediaType::audio ? (zh ? kZhIdentity : std::string(kEnIdentity).substr(1) + " ") : "";
-    prompt.text_only = "<|im_start|>system\n" + (zh ? text_identity + kZhTextOnly : text_identity + kEnTextOnly) + kSystemEnd;
+    const std::string text_identity =
+        media == MediaType::audio ? (zh ? kZhIdentity : std::string(kEnIdentity).substr(1) + " ") : "";
+    prompt.text_only =
+        "<|im_start|>system\n" + (zh ? text_identity + kZhTextOnly : text_identity + kEnTextOnly) + kSystemEnd;
     return prompt;
 }
 
 std::string assistant_header(bool speak) {
-    return speak ? "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>" : "<|im_end|>\n<|im_start|>assistant\n";
+    return speak ? "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n<|tts_bos|>"
+                 : "<|im_end|>\n<|im_start|>assistant\n";
 }
 
-std::string turn_close(bool speak) { return speak ? "<|tts_eos|><|im_end|>\n<|im_start|>user\n" : "<|im_end|>\n<|im_start|>user\n"; }
+std::string turn_close(bool speak) {
+    return speak ? "<|tts_eos|><|im_end|>\n<|im_start|>user\n" : "<|im_end|>\n<|im_start|>user\n";
+}
 
 }  // namespace omni

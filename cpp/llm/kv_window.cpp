@@ -4,7 +4,8 @@
 
 namespace omni {
 
-DropSpan plan_slide(int n_keep, int n_past, const std::vector<int> & round_starts, int open_round_start, int max_preserved) {
+DropSpan plan_slide(int n_keep, int n_past, const std::vector<int> & round_starts, int open_round_start,
+                    int max_preserved) {
     DropSpan span{n_keep, n_keep};
     // Walk the complete rounds from the newest back, keeping as many as fit in max_preserved.
     int kept_from = open_round_start;

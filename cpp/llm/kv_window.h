@@ -15,6 +15,7 @@ struct DropSpan {
 // where the current, unfinished round begins). Keeps the newest complete rounds whose total length is at most
 // max_preserved and drops everything between n_keep and the oldest kept round. When no whole round can be
 // dropped, drops the older half of [n_keep, n_past).
-DropSpan plan_slide(int n_keep, int n_past, const std::vector<int> & round_starts, int open_round_start, int max_preserved);
+DropSpan plan_slide(int n_keep, int n_past, const std::vector<int> & round_starts, int open_round_start,
+                    int max_preserved);
 
 }  // namespace omni

@@ -17,7 +17,8 @@ void validate_llm_file(const std::string & path) {
     GgufFile file(path);
     const std::string arch = file.get_string("general.architecture");
     if (arch != "qwen3") {
-        throw ModelFileError(path + ": general.architecture is '" + arch + "', expected 'qwen3' (the MiniCPM-o 4.5 LLM)");
+        throw ModelFileError(path + ": general.architecture is '" + arch +
+                             "', expected 'qwen3' (the MiniCPM-o 4.5 LLM)");
     }
     for (const char * key : {"qwen3.block_count", "qwen3.embedding_length", "qwen3.attention.head_count"}) {
         file.get_u32(key);
@@ -33,7 +34,9 @@ void validate_llm_file(const std::string & path) {
 
 class Batch {
 public:
-    Batch(int capacity, int n_embd, bool embeddings) { batch_ = llama_batch_init(capacity, embeddings ? n_embd : 0, 1); }
+    Batch(int capacity, int n_embd, bool embeddings) {
+        batch_ = llama_batch_init(capacity, embeddings ? n_embd : 0, 1);
+    }
     ~Batch() { llama_batch_free(batch_); }
     Batch(const Batch &) = delete;
     Batch & operator=(const Batch &) = delete;
@@ -42,6 +45,20 @@ public:
 private:
     llama_batch batch_{};
 };
+
+ggml_type parse_kv_type(const std::string & name) {
+    if (name == "f16") return GGML_TYPE_F16;
+    if (name == "f32") return GGML_TYPE_F32;
+    if (name == "q8_0") return GGML_TYPE_Q8_0;
+    throw StateError("kv_type must be f16, f32 or q8_0, got '" + name + "'");
+}
+
+llama_flash_attn_type parse_flash_attn(const std::string & name) {
+    if (name == "auto") return LLAMA_FLASH_ATTN_TYPE_AUTO;
+    if (name == "on") return LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    if (name == "off") return LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    throw StateError("flash_attn must be auto, on or off, got '" + name + "'");
+}
 
 }  // namespace
 
@@ -56,6 +73,8 @@ bool llm_abort_requested(void * data) {
 }
 
 Llm::Llm(const LlmOptions & options) : path_(options.path) {
+    const ggml_type kv_type = parse_kv_type(options.kv_type);
+    const llama_flash_attn_type flash_attn = parse_flash_attn(options.flash_attn);
     route_llama_logs();
     validate_llm_file(path_);
     llama_backend_init();
@@ -80,6 +99,9 @@ Llm::Llm(const LlmOptions & options) : path_(options.path) {
     cparams.embeddings = false;
     cparams.pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;  // causal LM default: no pooling, one row per token
     cparams.no_perf = true;
+    cparams.type_k = kv_type;
+    cparams.type_v = kv_type;
+    cparams.flash_attn_type = flash_attn;
     ctx_ = llama_init_from_model(model_, cparams);
     if (!ctx_) {
         llama_model_free(model_);
@@ -100,11 +122,17 @@ Llm::~Llm() {
     }
 }
 
-int Llm::n_layer() const { return llama_model_n_layer(model_); }
+int Llm::n_layer() const {
+    return llama_model_n_layer(model_);
+}
 
-int Llm::n_ctx_train() const { return llama_model_n_ctx_train(model_); }
+int Llm::n_ctx_train() const {
+    return llama_model_n_ctx_train(model_);
+}
 
-void Llm::set_abort_flag(const std::atomic<bool> * flag) { abort_flag_ = flag; }
+void Llm::set_abort_flag(const std::atomic<bool> * flag) {
+    abort_flag_ = flag;
+}
 
 std::vector<Token> Llm::tokenize(const std::string & text, bool parse_special) const {
     std::vector<Token> tokens(text.size() + 8);
@@ -146,9 +174,13 @@ Token Llm::find_token(const std::string & text) const {
     return -1;
 }
 
-bool Llm::is_end_of_generation(Token token) const { return llama_vocab_is_eog(vocab_, token); }
+bool Llm::is_end_of_generation(Token token) const {
+    return llama_vocab_is_eog(vocab_, token);
+}
 
-bool Llm::is_control(Token token) const { return llama_vocab_is_control(vocab_, token); }
+bool Llm::is_control(Token token) const {
+    return llama_vocab_is_control(vocab_, token);
+}
 
 void Llm::set_embeddings_output(bool enabled) {
     if (enabled != embeddings_on_) {
@@ -159,8 +191,8 @@ void Llm::set_embeddings_output(bool enabled) {
 
 void Llm::decode_batch(int n_tokens, const Token * tokens, const float * rows, bool output_last, bool output_all) {
     if (n_past_ + n_tokens > n_ctx_) {
-        throw EngineError("context is full: " + std::to_string(n_past_) + " + " + std::to_string(n_tokens) + " > n_ctx " +
-                          std::to_string(n_ctx_));
+        throw EngineError("context is full: " + std::to_string(n_past_) + " + " + std::to_string(n_tokens) +
+                          " > n_ctx " + std::to_string(n_ctx_));
     }
     Batch batch(n_tokens, n_embd_, rows != nullptr);
     llama_batch & b = batch.get();

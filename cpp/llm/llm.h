@@ -20,8 +20,10 @@ struct LlmOptions {
     std::string path;
     int n_ctx = 4096;
     int n_batch = 512;
-    int n_gpu_layers = -1;  // -1: all layers on the GPU when there is one
-    int n_threads = 0;      // 0: auto
+    int n_gpu_layers = -1;            // -1: all layers on the GPU when there is one
+    int n_threads = 0;                // 0: auto
+    std::string kv_type = "f16";      // f16 | f32 | q8_0
+    std::string flash_attn = "auto";  // auto | on | off
 };
 
 class Llm {

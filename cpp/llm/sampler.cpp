@@ -13,7 +13,9 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-float penalise(float logit, float penalty) { return logit > 0.0f ? logit / penalty : logit * penalty; }
+float penalise(float logit, float penalty) {
+    return logit > 0.0f ? logit / penalty : logit * penalty;
+}
 
 // Indices of the finite logits, best first (lower id first on ties). With limit > 0 only the `limit` best
 // (plus any tied with the last of them) are ranked, which avoids sorting the whole vocabulary every token.
@@ -62,7 +64,9 @@ std::vector<double> softmax_of(const std::vector<float> & logits, const std::vec
 }  // namespace
 
 void validate(const SamplingParams & p) {
-    auto bad = [](const char * field, const std::string & why) { throw StateError(std::string("sampling.") + field + " " + why); };
+    auto bad = [](const char * field, const std::string & why) {
+        throw StateError(std::string("sampling.") + field + " " + why);
+    };
     if (!std::isfinite(p.temperature) || p.temperature < 0.0f) bad("temperature", "must be >= 0");
     if (!std::isfinite(p.top_p) || p.top_p <= 0.0f || p.top_p > 1.0f) bad("top_p", "must be in (0, 1]");
     if (!std::isfinite(p.min_p) || p.min_p < 0.0f || p.min_p >= 1.0f) bad("min_p", "must be in [0, 1)");

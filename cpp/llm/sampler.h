@@ -31,7 +31,8 @@ public:
 
     // The deterministic part: returns the final probability of every token (0 where cut).
     std::vector<float> probabilities(const std::vector<float> & logits, const std::vector<Token> & history,
-                                     const std::vector<Token> & terminators, const std::vector<Token> & forbidden) const;
+                                     const std::vector<Token> & terminators,
+                                     const std::vector<Token> & forbidden) const;
     Token sample(const std::vector<float> & logits, const std::vector<Token> & history,
                  const std::vector<Token> & terminators, const std::vector<Token> & forbidden);
 
@@ -39,7 +40,8 @@ public:
 
 private:
     std::vector<float> penalised_logits(const std::vector<float> & logits, const std::vector<Token> & history,
-                                        const std::vector<Token> & terminators, const std::vector<Token> & forbidden) const;
+                                        const std::vector<Token> & terminators,
+                                        const std::vector<Token> & forbidden) const;
 
     SamplingParams params_;
     std::mt19937_64 rng_;

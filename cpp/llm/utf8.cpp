@@ -14,43 +14,51 @@ size_t sequence_length(unsigned char lead) {
     return 0;
 }
 
-bool is_continuation(unsigned char c) { return (c & 0xC0) == 0x80; }
+bool is_continuation(unsigned char c) {
+    return (c & 0xC0) == 0x80;
+}
+
+// The second byte's range is narrower after some lead bytes (no overlong forms, no surrogates, <= U+10FFFF).
+bool valid_second_byte(unsigned char lead, unsigned char c) {
+    switch (lead) {
+        case 0xE0: return c >= 0xA0 && c <= 0xBF;
+        case 0xED: return c >= 0x80 && c <= 0x9F;
+        case 0xF0: return c >= 0x90 && c <= 0xBF;
+        case 0xF4: return c >= 0x80 && c <= 0x8F;
+        default: return is_continuation(c);
+    }
+}
 
 }  // namespace
 
+// Invalid input becomes one U+FFFD per maximal invalid subpart, as Python's errors="replace" does.
 std::string Utf8Accumulator::push(const std::string & bytes) {
     pending_ += bytes;
     std::string out;
     size_t i = 0;
     while (i < pending_.size()) {
-        const size_t len = sequence_length(static_cast<unsigned char>(pending_[i]));
+        const auto lead = static_cast<unsigned char>(pending_[i]);
+        const size_t len = sequence_length(lead);
         if (len == 0) {
             out += kReplacement;
             ++i;
             continue;
         }
-        if (i + len > pending_.size()) {
-            // Possibly unfinished: keep it if what we have so far is a valid beginning.
-            bool valid_start = true;
-            for (size_t j = i + 1; j < pending_.size(); ++j) {
-                valid_start = valid_start && is_continuation(static_cast<unsigned char>(pending_[j]));
-            }
-            if (valid_start) break;
+        size_t have = 1;
+        while (have < len && i + have < pending_.size()) {
+            const auto c = static_cast<unsigned char>(pending_[i + have]);
+            if (!(have == 1 ? valid_second_byte(lead, c) : is_continuation(c))) break;
+            ++have;
+        }
+        if (have == len) {
+            out.append(pending_, i, len);
+            i += len;
+        } else if (i + have == pending_.size()) {
+            break;  // unfinished: wait for the next piece
+        } else {
             out += kReplacement;
-            ++i;
-            continue;
+            i += have;
         }
-        bool valid = true;
-        for (size_t j = 1; j < len; ++j) {
-            valid = valid && is_continuation(static_cast<unsigned char>(pending_[i + j]));
-        }
-        if (!valid) {
-            out += kReplacement;
-            ++i;
-            continue;
-        }
-        out.append(pending_, i, len);
-        i += len;
     }
     pending_.erase(0, i);
     return out;

@@ -19,8 +19,12 @@ const char * to_string(EventType type) {
     return "unknown";
 }
 
-EventSink::EventSink(EventCallback callback, std::function<void(const Event &)> delivered)
-    : callback_(std::move(callback)), delivered_(std::move(delivered)), thread_([this] { run(); }) {}
+EventSink::EventSink(EventCallback callback, std::function<void(const Event &)> before,
+                     std::function<void(const Event &)> after)
+    : callback_(std::move(callback)),
+      before_(std::move(before)),
+      after_(std::move(after)),
+      thread_([this] { run(); }) {}
 
 EventSink::~EventSink() {
     queue_.close();
@@ -29,16 +33,19 @@ EventSink::~EventSink() {
     }
 }
 
-void EventSink::push(Event event) { queue_.push(std::move(event)); }
+void EventSink::push(Event event) {
+    queue_.push(std::move(event));
+}
 
 void EventSink::run() {
     while (auto event = queue_.pop()) {
+        if (before_) before_(*event);
         try {
             if (callback_) callback_(*event);
         } catch (const std::exception & e) {
             log_message(LogLevel::error, std::string("event callback raised: ") + e.what());
         }
-        if (delivered_) delivered_(*event);
+        if (after_) after_(*event);
     }
 }
 

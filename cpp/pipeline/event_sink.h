@@ -12,8 +12,9 @@ namespace omni {
 
 class EventSink {
 public:
-    // `delivered` runs on the dispatcher thread after the callback returned for an event.
-    EventSink(EventCallback callback, std::function<void(const Event &)> delivered);
+    // `before` and `after` run on the dispatcher thread around the callback of each event.
+    EventSink(EventCallback callback, std::function<void(const Event &)> before,
+              std::function<void(const Event &)> after);
     ~EventSink();  // delivers what is queued, then joins
     EventSink(const EventSink &) = delete;
     EventSink & operator=(const EventSink &) = delete;
@@ -25,7 +26,8 @@ private:
     void run();
 
     EventCallback callback_;
-    std::function<void(const Event &)> delivered_;
+    std::function<void(const Event &)> before_;
+    std::function<void(const Event &)> after_;
     BlockingQueue<Event> queue_;
     std::thread thread_;
 };

@@ -25,14 +25,14 @@ struct TurnStats {
 struct Event {
     EventType type = EventType::text;
     int turn = 0;
-    std::string text;     // text, tts_chunk
-    std::string reason;   // end_of_turn: eos | max_tokens | stop | break | context_full | error
-    std::string message;  // error
-    TurnStats stats;      // stats
-    int n_speech_tokens = 0;  // tts_chunk
-    int chunk_idx = 0;        // tts_chunk
-    std::vector<int16_t> pcm; // audio, 24 kHz mono
-    int n_input_tokens = 0;   // audio
+    std::string text;          // text, tts_chunk
+    std::string reason;        // end_of_turn: eos | max_tokens | stop | break | context_full | error
+    std::string message;       // error
+    TurnStats stats;           // stats
+    int n_speech_tokens = 0;   // tts_chunk
+    int chunk_idx = 0;         // tts_chunk
+    std::vector<int16_t> pcm;  // audio, 24 kHz mono
+    int n_input_tokens = 0;    // audio
 };
 
 inline Event text_event(int turn, std::string text) {

@@ -22,8 +22,8 @@ double now_ms() {
 }
 
 // Characters the PyTorch reference never lets the model say in speak mode (pipeline.md §6.1).
-const char * const kSpeechForbidden[] = {":", "：", "；", "#", "“", "”", "‘", "’", "@", "*", "【", "】",
-                                         "「", "」", "(", ")", "（", "）", "[", "]", "&", "/", "$"};
+const char * const kSpeechForbidden[] = {":",  "：", "；", "#", "“",  "”",  "‘", "’", "@", "*", "【", "】",
+                                         "「", "」", "(",  ")", "（", "）", "[", "]", "&", "/", "$"};
 
 int quant_rank(const std::string & name) {
     if (name.find("Q4_K_M") != std::string::npos) return 0;
@@ -42,7 +42,8 @@ std::string find_llm_file(const std::string & model_dir) {
     std::vector<fs::path> candidates;
     for (const auto & entry : fs::directory_iterator(model_dir, ec)) {
         const fs::path & p = entry.path();
-        if (entry.is_regular_file() && p.extension() == ".gguf" && p.filename().string().find("mmproj") == std::string::npos) {
+        if (entry.is_regular_file() && p.extension() == ".gguf" &&
+            p.filename().string().find("mmproj") == std::string::npos) {
             candidates.push_back(p);
         }
     }
@@ -66,18 +67,28 @@ Pipeline::Pipeline(const EngineOptions & options) : options_(options) {
     llm_options.n_batch = options.n_batch;
     llm_options.n_gpu_layers = options.n_gpu_layers;
     llm_options.n_threads = options.n_threads;
+    llm_options.kv_type = options.kv_type;
+    llm_options.flash_attn = options.flash_attn;
     const double t0 = now_ms();
     llm_ = std::make_unique<Llm>(llm_options);
     llm_->set_abort_flag(&abort_eval_);
     resolve_special_tokens();
-    info_ = EngineInfo{llm_->path(), llm_->n_vocab(), llm_->n_embd(), llm_->n_layer(), llm_->n_ctx(), llm_->n_ctx_train(),
+    info_ = EngineInfo{llm_->path(),
+                       llm_->n_vocab(),
+                       llm_->n_embd(),
+                       llm_->n_layer(),
+                       llm_->n_ctx(),
+                       llm_->n_ctx_train(),
                        primary_backend_name(options.n_gpu_layers)};
-    log_message(LogLevel::info, "LLM loaded from " + info_.llm_path + " in " + std::to_string(static_cast<int>(now_ms() - t0)) +
-                                    " ms (backend " + info_.backend + ")");
+    log_message(LogLevel::info, "LLM loaded from " + info_.llm_path + " in " +
+                                    std::to_string(static_cast<int>(now_ms() - t0)) + " ms (backend " + info_.backend +
+                                    ")");
     llm_thread_ = std::thread([this] { llm_thread_main(); });
 }
 
-Pipeline::~Pipeline() { close(); }
+Pipeline::~Pipeline() {
+    close();
+}
 
 void Pipeline::close() {
     {
@@ -114,7 +125,8 @@ void Pipeline::resolve_special_tokens() {
     special_.im_end = llm_->find_token("<|im_end|>");
     special_.endoftext = llm_->find_token("<|endoftext|>");
     if (special_.tts_eos < 0 || special_.im_end < 0) {
-        throw ModelFileError(llm_->path() + ": the vocabulary lacks <|tts_eos|> or <|im_end|> (not a MiniCPM-o 4.5 LLM?)");
+        throw ModelFileError(llm_->path() +
+                             ": the vocabulary lacks <|tts_eos|> or <|im_end|> (not a MiniCPM-o 4.5 LLM?)");
     }
     for (const char * text : kSpeechForbidden) {
         const Token id = llm_->find_token(text);
@@ -150,7 +162,9 @@ void Pipeline::start_session(const SessionOptions & options, EventCallback callb
         has_session_ = false;
     }
     sink_.reset();
-    sink_ = std::make_unique<EventSink>(std::move(callback), [this](const Event & e) { on_delivered(e); });
+    sink_ = std::make_unique<EventSink>(
+        std::move(callback), [this](const Event & e) { on_turn_ending(e); },
+        [this](const Event & e) { on_delivered(e); });
     call_on_llm([&] {
         session_ = session;
         sampler_ = std::make_unique<Sampler>(options.sampling);
@@ -215,6 +229,7 @@ int Pipeline::generate(int max_new_tokens, float length_penalty) {
     if (!queued) {
         std::lock_guard<std::mutex> lock(control_mutex_);
         turn_active_ = false;
+        delivered_turn_ = turn;
         throw StateError("the engine is closed");
     }
     return turn;
@@ -222,10 +237,10 @@ int Pipeline::generate(int max_new_tokens, float length_penalty) {
 
 bool Pipeline::wait(double timeout_s) {
     std::unique_lock<std::mutex> lock(control_mutex_);
-    if (turn_active_ && sink_ && sink_->on_dispatcher_thread()) {
+    if (delivered_turn_ < issued_turn_ && sink_ && sink_->on_dispatcher_thread()) {
         throw StateError("wait cannot be called from inside the event callback");
     }
-    const auto idle = [&] { return !turn_active_; };
+    const auto idle = [&] { return delivered_turn_ >= issued_turn_; };
     if (timeout_s < 0) {
         idle_cv_.wait(lock, idle);
         return true;
@@ -241,9 +256,13 @@ void Pipeline::request_stop(const char * reason) {
     if (abortable_) abort_eval_ = true;
 }
 
-void Pipeline::stop() { request_stop("stop"); }
+void Pipeline::stop() {
+    request_stop("stop");
+}
 
-void Pipeline::break_turn() { request_stop("break"); }
+void Pipeline::break_turn() {
+    request_stop("break");
+}
 
 void Pipeline::reset() {
     require_not_dispatcher("reset");
@@ -291,7 +310,8 @@ void Pipeline::slide_window() {
         if (start >= span.end) kept.push_back(start - dropped);
     }
     round_starts_ = kept;
-    open_round_start_ = open_round_start_ >= span.end ? open_round_start_ - dropped : std::max(span.begin, n_keep_.load());
+    open_round_start_ =
+        open_round_start_ >= span.end ? open_round_start_ - dropped : std::max(span.begin, n_keep_.load());
     n_past_ = llm_->n_past();
     log_message(LogLevel::info, "context window: dropped " + std::to_string(dropped) + " tokens of old conversation");
 }
@@ -300,13 +320,19 @@ void Pipeline::emit(Event event) {
     if (sink_) sink_->push(std::move(event));
 }
 
+// The turn accepts new input before its end_of_turn reaches the callback, so a client reacting to it can
+// prefill at once; wait() still returns only after the callback has seen it.
+void Pipeline::on_turn_ending(const Event & event) {
+    if (event.type != EventType::end_of_turn) return;
+    std::lock_guard<std::mutex> lock(control_mutex_);
+    if (event.turn == issued_turn_) turn_active_ = false;
+}
+
 void Pipeline::on_delivered(const Event & event) {
     if (event.type != EventType::end_of_turn) return;
     std::lock_guard<std::mutex> lock(control_mutex_);
-    if (event.turn == issued_turn_) {
-        turn_active_ = false;
-        idle_cv_.notify_all();
-    }
+    delivered_turn_ = std::max(delivered_turn_, event.turn);
+    idle_cv_.notify_all();
 }
 
 void Pipeline::run_turn(int turn, int max_new_tokens, float length_penalty, double t_generate) {

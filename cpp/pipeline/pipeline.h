@@ -28,6 +28,8 @@ struct EngineOptions {
     int n_batch = 512;
     int n_gpu_layers = -1;
     int n_threads = 0;
+    std::string kv_type = "f16";      // KV cache type: f16 | f32 | q8_0
+    std::string flash_attn = "auto";  // auto | on | off
 };
 
 struct SessionOptions {
@@ -105,9 +107,11 @@ private:
     void ensure_room(int n_new);
     void slide_window();
     void run_turn(int turn, int max_new_tokens, float length_penalty, double t_generate);
-    std::string generate_tokens(int turn, int max_new_tokens, float length_penalty, TurnStats & stats, double t_generate);
+    std::string generate_tokens(int turn, int max_new_tokens, float length_penalty, TurnStats & stats,
+                                double t_generate);
     void close_turn();
     void emit(Event event);
+    void on_turn_ending(const Event & event);
     void on_delivered(const Event & event);
     void request_stop(const char * reason);
     void require_not_dispatcher(const char * what) const;
@@ -133,7 +137,8 @@ private:
     mutable std::mutex control_mutex_;
     std::condition_variable idle_cv_;
     bool has_session_ = false;
-    bool turn_active_ = false;
+    bool turn_active_ = false;  // a turn is running: new input is refused
+    int delivered_turn_ = 0;    // the newest turn whose end_of_turn the callback has returned from
     bool abortable_ = false;
     int issued_turn_ = 0;
     std::string stop_reason_ = "stop";
