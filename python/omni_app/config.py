@@ -1,0 +1,588 @@
+"""Model-directory discovery and validation (official MiniCPM-o 4.5 GGUF layout, model-files.md §1).
+
+Discovery order: explicit `--model-dir` value, then `OMNI_MODEL_DIR`, then `<repo>/models` (or one directory
+below it, e.g. `models/MiniCPM-o-4_5-gguf/`). Validation parses each present file's GGUF header with a small
+reader of our own (gguf-py's `GGUFReader` takes ~7 s on the 151748-entry vocabulary; this takes ~0.1 s) and
+checks the architecture, a few required keys with their exact types, and a few required tensors.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+
+from omni_app.tiny_models import TINY_DEMO_KEY, TINY_DEMO_README
+
+ENV_MODEL_DIR = "OMNI_MODEL_DIR"
+LLM_PREFIX = "MiniCPM-o-4_5-"
+LLM_QUANT_PREFERENCE = ("Q4_K_M", "Q8_0", "F16")
+_NON_LLM_NAME_PARTS = ("mmproj", "vision", "audio", "tts", "projector", "token2wav")
+
+FileState = Literal["present", "missing", "invalid"]
+
+# ----------------------------------------------------------------------------------------------------
+# GGUF header reader
+# ----------------------------------------------------------------------------------------------------
+
+_GGUF_MAGIC = b"GGUF"
+_DEFAULT_ALIGNMENT = 32
+_SCALAR_FORMATS = {
+    GGUFValueType.UINT8: "<B",
+    GGUFValueType.INT8: "<b",
+    GGUFValueType.UINT16: "<H",
+    GGUFValueType.INT16: "<h",
+    GGUFValueType.UINT32: "<I",
+    GGUFValueType.INT32: "<i",
+    GGUFValueType.FLOAT32: "<f",
+    GGUFValueType.BOOL: "<?",
+    GGUFValueType.UINT64: "<Q",
+    GGUFValueType.INT64: "<q",
+    GGUFValueType.FLOAT64: "<d",
+}
+
+
+class GgufFormatError(ValueError):
+    """A file is not a readable GGUF file; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class GgufField:
+    type: GGUFValueType
+    value: Any  # arrays: a list
+    item_type: GGUFValueType | None = None  # arrays only
+
+
+@dataclass(frozen=True)
+class GgufTensorInfo:
+    name: str
+    ne: tuple[int, ...]  # GGUF order: ne0 (contiguous) first
+    ggml_type: GGMLQuantizationType
+    offset: int  # absolute file offset of the data
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class GgufHeader:
+    path: Path
+    version: int
+    fields: dict[str, GgufField]
+    tensors: dict[str, GgufTensorInfo]
+    file_size: int
+
+    def value(self, key: str, default: Any = None) -> Any:
+        found = self.fields.get(key)
+        return default if found is None else found.value
+
+
+class _Cursor:
+    def __init__(self, buffer: mmap.mmap | bytes, path: Path) -> None:
+        self.buffer = buffer
+        self.pos = 0
+        self.path = path
+
+    def unpack(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.buffer):
+            raise GgufFormatError(f"{self.path}: truncated GGUF header (at byte {self.pos})")
+        (value,) = struct.unpack_from(fmt, self.buffer, self.pos)
+        self.pos += size
+        return value
+
+    def string(self) -> str:
+        length = self.unpack("<Q")
+        end = self.pos + length
+        if end > len(self.buffer):
+            raise GgufFormatError(
+                f"{self.path}: truncated GGUF header (string of {length} bytes at {self.pos})"
+            )
+        raw = bytes(self.buffer[self.pos : end])
+        self.pos = end
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise GgufFormatError(f"{self.path}: invalid UTF-8 string at byte {end - length}") from exc
+
+    def value_type(self, context: str) -> GGUFValueType:
+        raw = self.unpack("<I")
+        try:
+            return GGUFValueType(raw)
+        except ValueError as exc:
+            raise GgufFormatError(f"{self.path}: unknown value type {raw} for {context}") from exc
+
+    def scalar_or_string(self, value_type: GGUFValueType) -> Any:
+        if value_type == GGUFValueType.STRING:
+            return self.string()
+        return self.unpack(_SCALAR_FORMATS[value_type])
+
+
+def _read_field(cursor: _Cursor, key: str) -> GgufField:
+    value_type = cursor.value_type(f"key {key!r}")
+    if value_type != GGUFValueType.ARRAY:
+        return GgufField(value_type, cursor.scalar_or_string(value_type))
+    item_type = cursor.value_type(f"items of key {key!r}")
+    if item_type == GGUFValueType.ARRAY:
+        raise GgufFormatError(f"{cursor.path}: nested arrays are not supported (key {key!r})")
+    count = cursor.unpack("<Q")
+    left = len(cursor.buffer) - cursor.pos
+    if count > left:
+        raise GgufFormatError(
+            f"{cursor.path}: truncated GGUF header (array key {key!r} claims {count} items, "
+            f"more than the {left} bytes left)"
+        )
+    if item_type == GGUFValueType.STRING:
+        return GgufField(GGUFValueType.ARRAY, _read_string_array(cursor, count), item_type)
+    item_format = _SCALAR_FORMATS[item_type][1]
+    size = struct.calcsize(f"<{count}{item_format}")
+    if cursor.pos + size > len(cursor.buffer):
+        raise GgufFormatError(f"{cursor.path}: truncated GGUF header (array key {key!r})")
+    values = list(struct.unpack_from(f"<{count}{item_format}", cursor.buffer, cursor.pos))
+    cursor.pos += size
+    return GgufField(GGUFValueType.ARRAY, values, item_type)
+
+
+def _read_string_array(cursor: _Cursor, count: int) -> list[str]:
+    # Hot loop (151748 vocabulary strings): locals only, one bounds check per item.
+    buffer, pos, end_of_file = cursor.buffer, cursor.pos, len(cursor.buffer)
+    unpack_length = struct.Struct("<Q").unpack_from
+    values = []
+    try:
+        for _ in range(count):
+            if pos + 8 > end_of_file:
+                break
+            (length,) = unpack_length(buffer, pos)
+            pos += 8 + length
+            if pos > end_of_file:
+                break
+            values.append(buffer[pos - length : pos].decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise GgufFormatError(f"{cursor.path}: invalid UTF-8 string at byte {pos}") from exc
+    if len(values) != count:
+        raise GgufFormatError(f"{cursor.path}: truncated GGUF header (string array at byte {cursor.pos})")
+    cursor.pos = pos
+    return values
+
+
+def _read_tensor_infos(cursor: _Cursor, count: int) -> list[tuple[str, tuple[int, ...], int, int]]:
+    infos = []
+    for _ in range(count):
+        name = cursor.string()
+        n_dims = cursor.unpack("<I")
+        if n_dims > 4:
+            raise GgufFormatError(f"{cursor.path}: tensor {name!r} has {n_dims} dimensions (at most 4)")
+        ne = tuple(cursor.unpack("<Q") for _ in range(n_dims))
+        infos.append((name, ne, cursor.unpack("<I"), cursor.unpack("<Q")))
+    return infos
+
+
+def _tensor_nbytes(
+    path: Path, name: str, ne: tuple[int, ...], raw_type: int
+) -> tuple[GGMLQuantizationType, int]:
+    try:
+        ggml_type = GGMLQuantizationType(raw_type)
+        block_size, type_size = GGML_QUANT_SIZES[ggml_type]
+    except (ValueError, KeyError) as exc:
+        raise GgufFormatError(f"{path}: tensor {name!r} has unknown ggml type {raw_type}") from exc
+    n_elements = 1
+    for extent in ne:
+        n_elements *= extent
+    if n_elements % block_size or (ne and ne[0] % block_size):
+        raise GgufFormatError(f"{path}: tensor {name!r} shape {ne} does not fit blocks of {ggml_type.name}")
+    return ggml_type, n_elements // block_size * type_size
+
+
+def _parse_gguf(buffer: mmap.mmap | bytes, path: Path) -> GgufHeader:
+    cursor = _Cursor(buffer, path)
+    if bytes(buffer[:4]) != _GGUF_MAGIC:
+        raise GgufFormatError(f"{path}: not a GGUF file (starts with {bytes(buffer[:4])!r})")
+    cursor.pos = 4
+    version = cursor.unpack("<I")
+    if version not in (2, 3):
+        raise GgufFormatError(f"{path}: unsupported GGUF version {version}")
+    n_tensors = cursor.unpack("<Q")
+    n_fields = cursor.unpack("<Q")
+    fields = {}
+    for _ in range(n_fields):
+        key = cursor.string()
+        fields[key] = _read_field(cursor, key)
+    infos = _read_tensor_infos(cursor, n_tensors)
+    alignment_field = fields.get("general.alignment")
+    alignment = int(alignment_field.value) if alignment_field else _DEFAULT_ALIGNMENT
+    data_start = -(-cursor.pos // alignment) * alignment
+    tensors = {}
+    for name, ne, raw_type, relative in infos:
+        ggml_type, nbytes = _tensor_nbytes(path, name, ne, raw_type)
+        end = data_start + relative + nbytes
+        if relative % alignment:
+            raise GgufFormatError(
+                f"{path}: tensor {name!r} data offset {relative} is not aligned to {alignment}"
+            )
+        if end > len(buffer):
+            raise GgufFormatError(
+                f"{path}: truncated: tensor {name!r} ends at byte {end} but the file has {len(buffer)} bytes"
+            )
+        tensors[name] = GgufTensorInfo(name, ne, ggml_type, data_start + relative, nbytes)
+    return GgufHeader(path, version, fields, tensors, len(buffer))
+
+
+def read_gguf_header(path: Path) -> GgufHeader:
+    """Parse the metadata and tensor table of a GGUF file and check that all tensor data lies in the file.
+
+    Raises GgufFormatError (naming the file) for anything unreadable, OSError if the file cannot be opened."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size < 24:
+            raise GgufFormatError(f"{path}: not a GGUF file (only {size} bytes)")
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+            return _parse_gguf(buffer, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layout
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file of the official layout and what validation requires of it."""
+
+    attr: str  # ModelDir attribute
+    relpath: str  # relative to the model directory ("" for the LLM, found by find_llm_file)
+    stage: str
+    architecture: str | None  # expected general.architecture; None: not checked (token2wav files carry none)
+    keys: Mapping[str, GGUFValueType] = field(default_factory=dict)
+    tensors: tuple[str, ...] = ()
+
+
+_U32, _I32, _F32 = GGUFValueType.UINT32, GGUFValueType.INT32, GGUFValueType.FLOAT32
+_STR, _ARR = GGUFValueType.STRING, GGUFValueType.ARRAY
+
+LLM_SPEC = FileSpec(
+    "llm",
+    "",
+    "llm",
+    "qwen3",
+    {
+        "qwen3.block_count": _U32,
+        "qwen3.embedding_length": _U32,
+        "qwen3.feed_forward_length": _U32,
+        "qwen3.attention.head_count": _U32,
+        "qwen3.attention.head_count_kv": _U32,
+        "qwen3.attention.layer_norm_rms_epsilon": _F32,
+        "tokenizer.ggml.model": _STR,
+        "tokenizer.ggml.tokens": _ARR,
+        "tokenizer.ggml.merges": _ARR,
+    },
+    ("token_embd.weight", "output_norm.weight", "blk.0.attn_q.weight"),
+)
+
+FILE_SPECS: tuple[FileSpec, ...] = (
+    LLM_SPEC,
+    FileSpec(
+        "vision",
+        "vision/MiniCPM-o-4_5-vision-F16.gguf",
+        "vision",
+        "clip",
+        {"clip.projector_type": _STR, "clip.vision.block_count": _U32, "clip.vision.embedding_length": _U32},
+        ("v.patch_embd.weight", "resampler.query"),
+    ),
+    FileSpec(
+        "audio",
+        "audio/MiniCPM-o-4_5-audio-F16.gguf",
+        "audio",
+        "whisper",
+        {"encoder_attention_heads": _U32, "encoder_layers": _U32, "d_model": _U32, "filters": _ARR},
+        ("encoder.conv1.weight", "audio_projector.linear2.weight"),
+    ),
+    FileSpec(
+        "tts",
+        "tts/MiniCPM-o-4_5-tts-F16.gguf",
+        "tts",
+        "llama",
+        {"llama.block_count": _U32, "llama.embedding_length": _U32},
+        ("emb_text.weight", "emb_code.0.weight", "head_code.0.weight"),
+    ),
+    FileSpec(
+        "tts_projector",
+        "tts/MiniCPM-o-4_5-projector-F16.gguf",
+        "tts",
+        "projector",
+        {},
+        ("linear1.weight", "linear2.weight"),
+    ),
+    FileSpec(
+        "token2wav_encoder", "token2wav-gguf/encoder.gguf", "token2wav", None, {}, ("embed.out.0.weight",)
+    ),
+    FileSpec(
+        "token2wav_flow_matching",
+        "token2wav-gguf/flow_matching.gguf",
+        "token2wav",
+        None,
+        {},
+        ("estimator.in_proj.weight",),
+    ),
+    FileSpec(
+        "token2wav_flow_extra",
+        "token2wav-gguf/flow_extra.gguf",
+        "token2wav",
+        None,
+        {},
+        ("input_embedding.weight",),
+    ),
+    FileSpec(
+        "token2wav_hifigan", "token2wav-gguf/hifigan2.gguf", "token2wav", None, {}, ("conv_pre.weight",)
+    ),
+    FileSpec(
+        "token2wav_prompt_cache",
+        "token2wav-gguf/prompt_cache.gguf",
+        "token2wav",
+        None,
+        {"mtmd.prompt_cache.n_timesteps": _I32},
+        ("prompt_cache.spk_cb",),
+    ),
+)
+
+STAGES = ("llm", "vision", "audio", "tts", "token2wav")
+
+
+def _is_llm_candidate(path: Path) -> bool:
+    lowered = path.name.lower()
+    return path.is_file() and lowered.endswith(".gguf") and not any(p in lowered for p in _NON_LLM_NAME_PARTS)
+
+
+def find_llm_file(model_dir: Path) -> Path:
+    """The LLM GGUF at the top level of `model_dir`: MiniCPM-o-4_5-Q4_K_M > Q8_0 > F16 > any other *.gguf
+    (alphabetical; names that look like vision/audio/TTS/mmproj files are ignored).
+
+    Raises FileNotFoundError naming the directory when there is none."""
+    model_dir = Path(model_dir)
+    candidates = sorted(p for p in model_dir.glob("*") if _is_llm_candidate(p)) if model_dir.is_dir() else []
+    by_name = {p.name.lower(): p for p in candidates}
+    for quant in LLM_QUANT_PREFERENCE:
+        preferred = by_name.get(f"{LLM_PREFIX}{quant}.gguf".lower())
+        if preferred is not None:
+            return preferred
+    if candidates:
+        return candidates[0]
+    raise FileNotFoundError(
+        f"no LLM file in {model_dir}: expected {LLM_PREFIX}<quant>.gguf "
+        f"(quant {', '.join(LLM_QUANT_PREFERENCE)}) at the top level of the directory"
+    )
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """Resolved paths of every file of the official layout; None where the file is absent."""
+
+    root: Path
+    llm: Path | None = None
+    vision: Path | None = None
+    audio: Path | None = None
+    tts: Path | None = None
+    tts_projector: Path | None = None
+    token2wav_encoder: Path | None = None
+    token2wav_flow_matching: Path | None = None
+    token2wav_flow_extra: Path | None = None
+    token2wav_hifigan: Path | None = None
+    token2wav_prompt_cache: Path | None = None
+
+    @classmethod
+    def locate(cls, root: Path) -> ModelDir:
+        root = Path(root)
+        paths: dict[str, Path | None] = {}
+        for spec in FILE_SPECS:
+            if spec is LLM_SPEC:
+                try:
+                    paths[spec.attr] = find_llm_file(root)
+                except FileNotFoundError:
+                    paths[spec.attr] = None
+            else:
+                candidate = root / spec.relpath
+                paths[spec.attr] = candidate if candidate.is_file() else None
+        return cls(root=root, **paths)
+
+    @property
+    def token2wav_dir(self) -> Path:
+        return self.root / "token2wav-gguf"
+
+
+def _contains_model(path: Path) -> bool:
+    try:
+        find_llm_file(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _model_dir_at_or_below(path: Path) -> Path | None:
+    """`path` if it holds an LLM file, else its first sub-directory that does (real downloads before
+    tiny demos, then alphabetical)."""
+    if _contains_model(path):
+        return path
+    if not path.is_dir():
+        return None
+    subdirs = [p for p in sorted(path.iterdir()) if p.is_dir() and _contains_model(p)]
+    subdirs.sort(key=lambda p: (is_tiny_demo(p), p.name))
+    return subdirs[0] if subdirs else None
+
+
+def default_models_dir() -> Path:
+    """`<repo>/models` for a source checkout (python/omni_app/config.py -> repo root)."""
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def resolve_model_dir(
+    cli_value: str | None, env: Mapping[str, str] = os.environ, models_dir: Path | None = None
+) -> Path | None:
+    """The model directory to use: the CLI value, else $OMNI_MODEL_DIR, else `<repo>/models` if it (or one
+    directory below it) holds an LLM file; None when nothing is configured or found.
+
+    An explicit value is returned even if it holds no model (validation then says what is missing), unless
+    the model sits one directory below it, in which case that sub-directory is returned."""
+    for explicit in (cli_value, env.get(ENV_MODEL_DIR)):
+        if explicit:
+            path = Path(explicit).expanduser()
+            return _model_dir_at_or_below(path) or path
+    return _model_dir_at_or_below(models_dir if models_dir is not None else default_models_dir())
+
+
+def is_tiny_demo(model_dir: Path) -> bool:
+    """True for directories written by `omni_app.tiny_models` (README marker, or the metadata marker in the
+    LLM file)."""
+    model_dir = Path(model_dir)
+    if (model_dir / TINY_DEMO_README).is_file():
+        return True
+    try:
+        header = read_gguf_header(find_llm_file(model_dir))
+    except (OSError, GgufFormatError):
+        return False
+    return header.value(TINY_DEMO_KEY) is True
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    attr: str
+    label: str  # path relative to the model directory, as shown to the user
+    stage: str
+    status: FileState
+    message: str = ""
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelDirReport:
+    root: Path
+    files: tuple[FileStatus, ...]
+    stages: dict[str, bool]
+    tiny_demo: bool
+    error: str | None = None  # problem with the directory itself
+
+    @property
+    def ok(self) -> bool:
+        """The directory can run the assistant: the LLM is present and valid."""
+        return self.error is None and self.stages.get("llm", False)
+
+    @property
+    def problems(self) -> list[str]:
+        found = [self.error] if self.error else []
+        return found + [
+            f.message for f in self.files if f.status == "invalid" or (f.stage == "llm" and f.message)
+        ]
+
+    def status_of(self, attr: str) -> FileStatus:
+        return next(f for f in self.files if f.attr == attr)
+
+
+def check_gguf_file(path: Path, spec: FileSpec, label: str) -> str | None:
+    """None if the file satisfies `spec`, else a message naming the file and the key/tensor at fault."""
+    try:
+        header = read_gguf_header(path)
+    except GgufFormatError as exc:
+        return f"{label}: {str(exc).removeprefix(f'{path}: ')}"
+    except OSError as exc:
+        return f"{label}: cannot read file ({exc.strerror or exc})"
+    if spec.architecture is not None:
+        arch = header.value("general.architecture")
+        if arch != spec.architecture:
+            return f"{label}: general.architecture is {arch!r}, expected {spec.architecture!r}"
+    for key, expected in spec.keys.items():
+        found = header.fields.get(key)
+        if found is None:
+            return f"{label}: required key {key!r} is missing"
+        if found.type != expected:
+            return f"{label}: key {key!r} has type {found.type.name}, expected {expected.name}"
+    for tensor in spec.tensors:
+        if tensor not in header.tensors:
+            return f"{label}: required tensor {tensor!r} is missing"
+    return None
+
+
+def _check_one(root: Path, spec: FileSpec) -> FileStatus:
+    if spec is LLM_SPEC:
+        try:
+            path = find_llm_file(root)
+        except FileNotFoundError as exc:
+            return FileStatus(spec.attr, f"{LLM_PREFIX}<quant>.gguf", spec.stage, "missing", str(exc))
+        label = path.name
+    else:
+        path, label = root / spec.relpath, spec.relpath
+        if not path.is_file():
+            return FileStatus(spec.attr, label, spec.stage, "missing", f"{label}: not found", None)
+    problem = check_gguf_file(path, spec, label)
+    if problem is not None:
+        return FileStatus(spec.attr, label, spec.stage, "invalid", problem, path)
+    return FileStatus(spec.attr, label, spec.stage, "present", "", path)
+
+
+def validate_model_dir(path: Path) -> ModelDirReport:
+    """Check every file of the official layout under `path`; a stage is available when all its files are
+    present and valid (tts needs the TTS and projector files, token2wav all five token2wav-gguf files)."""
+    root = Path(path)
+    if not root.is_dir():
+        problem = (
+            f"model directory {root} does not exist" if not root.exists() else f"{root} is not a directory"
+        )
+        files = tuple(
+            FileStatus(s.attr, s.relpath or f"{LLM_PREFIX}<quant>.gguf", s.stage, "missing")
+            for s in FILE_SPECS
+        )
+        return ModelDirReport(root, files, dict.fromkeys(STAGES, False), False, problem)
+    files = tuple(_check_one(root, spec) for spec in FILE_SPECS)
+    stages = {stage: all(f.status == "present" for f in files if f.stage == stage) for stage in STAGES}
+    return ModelDirReport(root, files, stages, is_tiny_demo(root))
+
+
+def check_models_report_text(report: ModelDirReport) -> str:
+    """Human-readable report for `omni-app check-models`."""
+    kind = " (tiny random-weight demo files)" if report.tiny_demo else ""
+    lines = [f"Model directory: {report.root}{kind}"]
+    if report.error:
+        lines.append(f"  ERROR: {report.error}")
+    width = max(len(f.label) for f in report.files)
+    for status in report.files:
+        tag = {"present": "ok", "missing": "missing", "invalid": "INVALID"}[status.status]
+        detail = status.message if status.status == "invalid" else ""
+        lines.append(f"  [{tag:<7}] {status.label:<{width}}  {status.stage:<9} {detail}".rstrip())
+    available = [stage for stage in STAGES if report.stages[stage]]
+    unavailable = [stage for stage in STAGES if not report.stages[stage]]
+    lines.append(f"Stages available: {', '.join(available) or 'none'}")
+    if unavailable:
+        lines.append(f"Stages unavailable: {', '.join(unavailable)}")
+    if report.ok:
+        lines.append("Result: OK (the LLM loads; missing optional stages are disabled)")
+    else:
+        lines.append("Result: NOT USABLE")
+        lines.extend(f"  - {problem}" for problem in report.problems)
+    return "\n".join(lines)
