@@ -1,0 +1,268 @@
+"""Pydantic models of the HTTP API: requests, responses and SSE event payloads.
+
+Field names follow the reference demo (app-api.md §2–3) so existing clients keep working; unknown request
+fields are ignored (the reference UI sends ``idx``), wrong types and values are 422 errors naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MediaTypeName = Literal["audio", "omni"]
+MEDIA_TYPE_CODES: dict[str, int] = {"audio": 1, "omni": 2}
+_MEDIA_TYPE_ALIASES: dict[str, str] = {"audio": "audio", "omni": "omni", "video": "omni"}
+SAMPLE_RATE_OUT = 24000
+MS_PER_SPEECH_TOKEN = 40
+DoneReason = Literal["eos", "max_tokens", "stop", "break", "context_full", "error"]
+
+
+def parse_media_type(value: object) -> str:
+    """1 / "audio" -> "audio"; 2 / "omni" / "video" -> "omni"; anything else is an error."""
+    if isinstance(value, bool):
+        raise ValueError(
+            "must be 1 or 'audio' (voice), or 2, 'omni' or 'video' (voice + vision), not a boolean"
+        )
+    if isinstance(value, int):
+        for name, code in MEDIA_TYPE_CODES.items():
+            if value == code:
+                return name
+    if isinstance(value, str) and value.strip().lower() in _MEDIA_TYPE_ALIASES:
+        return _MEDIA_TYPE_ALIASES[value.strip().lower()]
+    raise ValueError(f"must be 1 or 'audio' (voice), or 2, 'omni' or 'video' (voice + vision); got {value!r}")
+
+
+# ----- requests ----------------------------------------------------------------------------------------
+class ClientRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    client_id: str | None = Field(
+        None,
+        max_length=128,
+        description="Identifies the client that owns the session (the X-Omni-Client header wins).",
+    )
+
+
+class InitRequest(ClientRequest):
+    media_type: MediaTypeName | None = Field(
+        None, description="1/'audio' = voice, 2/'omni'/'video' = voice + vision. Falls back to msg_type."
+    )
+    duplex_mode: bool | None = Field(None, description="Default: the server's --duplex/--simplex choice.")
+    language: Literal["zh", "en"] | None = Field(
+        None, description="Prompt language. Default: server --language."
+    )
+    length_penalty: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description=">1 makes answers longer (scales the end-of-answer logit).",
+    )
+    temperature: float | None = Field(None, ge=0, allow_inf_nan=False, description="0 = greedy.")
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=0, description="0 = off.")
+    min_p: float | None = Field(None, ge=0, lt=1, allow_inf_nan=False)
+    repetition_penalty: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_new_tokens: int | None = Field(None, ge=1, description="Default length limit of every answer.")
+    seed: int | None = Field(None, ge=-1, description="-1 = random; otherwise reproducible sampling.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _msg_type_fallback(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("media_type") is None and "msg_type" in data:
+            return {**data, "media_type": data["msg_type"]}
+        return data
+
+    @field_validator("media_type", mode="before")
+    @classmethod
+    def _media_type(cls, value: object) -> object:
+        return None if value is None else parse_media_type(value)
+
+    def sampling_overrides(self) -> dict[str, float | int]:
+        names = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "length_penalty", "seed")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+class PrefillRequest(ClientRequest):
+    audio: str | None = Field(
+        None, description="Base64 audio (WAV or any common format; needs the audio stage)."
+    )
+    image: str | None = Field(None, description="Base64 encoded image (PNG/JPEG; needs the vision stage).")
+    text: str | None = Field(None, description="Typed user text, appended to the current user turn.")
+    idx: Any = Field(None, description="Ignored (sent by reference clients).")
+
+
+class GenerateRequest(ClientRequest):
+    length_penalty: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_new_tokens: int | None = Field(None, ge=1, description="Limit for this answer only.")
+
+
+class ControlRequest(ClientRequest):
+    """Optional body of /omni/stop, /omni/break and /omni/reset."""
+
+
+# ----- responses ---------------------------------------------------------------------------------------
+class ErrorResponse(BaseModel):
+    error: str
+    detail: list[dict[str, Any]] | None = None
+
+
+class SamplingSettings(BaseModel):
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repetition_penalty: float
+    repetition_window: int
+    length_penalty: float
+    seed: int
+
+
+class SessionStatus(BaseModel):
+    state: str = Field(description="not_initialized | no_session | idle | generating")
+    n_past: int | None = Field(None, description="Tokens/rows in the LLM KV cache.")
+    n_keep: int | None = Field(None, description="Protected system-prompt length.")
+    turns: int | None = Field(None, description="Answers finished since the server started.")
+    prefills: int | None = Field(None, description="Prefill calls in this conversation.")
+    media_type: MediaTypeName | None = None
+    language: str | None = None
+    owned_by_named_client: bool | None = Field(
+        None, description="True if the owner sent an X-Omni-Client id, False if anonymous, null if no owner."
+    )
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy"] = "healthy"
+    backend: str = "omni_engine"
+    version: str
+    engine_version: str | None
+    engine_available: bool
+    engine_error: str | None = None
+    initialized: bool
+    loading: bool
+    load_error: str | None = None
+    duplex_mode: bool
+    model_dir: str
+    tiny_demo: bool
+    stages: dict[str, bool]
+    session: SessionStatus
+
+
+class InitResponse(BaseModel):
+    success: Literal[True] = True
+    media_type: int = Field(description="1 = audio, 2 = omni (the engine's actual setting).")
+    media_type_name: MediaTypeName
+    duplex_mode: bool
+    language: str
+    length_penalty: float
+    speak: bool
+    max_new_tokens: int
+    sampling: SamplingSettings
+    backend: str = "omni_engine"
+    models_loaded_now: bool = Field(description="True if this call loaded the models.")
+    n_past: int
+    n_keep: int
+    stages: dict[str, bool]
+    tiny_demo: bool
+
+
+class PrefillResponse(BaseModel):
+    success: Literal[True] = True
+    index: int = Field(description="1-based number of this prefill in the conversation (0 = system prompt).")
+    n_tokens: int = Field(description="Tokens/rows added to the context.")
+
+
+class ControlResponse(BaseModel):
+    success: Literal[True] = True
+    state: str = Field(description="generation_stopped | break | idle | not_initialized")
+    was_generating: bool
+
+
+class ResetResponse(BaseModel):
+    success: Literal[True] = True
+    state: Literal["reset"] = "reset"
+    n_past: int
+    n_keep: int
+
+
+# ----- SSE event payloads (the `data:` JSON of each `event:` name) -------------------------------------
+class ChunkData(BaseModel):
+    text: str = ""
+    wav: str = Field("", description="Base64 PCM int16 little-endian mono; empty for text chunks.")
+    sample_rate: int = SAMPLE_RATE_OUT
+    n_input_tokens: int | None = Field(None, description="Audio chunks only: speech tokens in the window.")
+
+
+class TextEvent(BaseModel):
+    """event: text"""
+
+    chunk_data: ChunkData
+
+
+class AudioEvent(BaseModel):
+    """event: audio"""
+
+    chunk_data: ChunkData
+
+
+class TurnStats(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    turn: int
+    prefill_tokens: int
+    prefill_ms: float
+    ttft_ms: float
+    decode_tokens: int
+    decode_ms: float
+    tokens_per_s: float
+    total_ms: float
+
+
+class StatsEvent(BaseModel):
+    """event: stats"""
+
+    stats: TurnStats
+
+
+class TtsChunk(BaseModel):
+    text: str
+    n_speech_tokens: int
+    chunk_idx: int
+    audio_duration_ms: int
+
+
+class TtsChunkEvent(BaseModel):
+    """event: tts_chunk"""
+
+    tts_chunk: TtsChunk
+
+
+class ListenEvent(BaseModel):
+    """event: listen"""
+
+    is_listen: Literal[True] = True
+
+
+class ErrorEvent(BaseModel):
+    """event: error"""
+
+    error: str
+
+
+class DoneEvent(BaseModel):
+    """event: done — always the last named event; followed by the line `data: [DONE]`."""
+
+    done: Literal[True] = True
+    reason: DoneReason
+    turn: int | None
+
+
+SSE_EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "text": TextEvent,
+    "audio": AudioEvent,
+    "tts_chunk": TtsChunkEvent,
+    "listen": ListenEvent,
+    "stats": StatsEvent,
+    "error": ErrorEvent,
+    "done": DoneEvent,
+}

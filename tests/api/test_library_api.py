@@ -1,0 +1,61 @@
+"""The library API for scripts and notebooks (omni_app.Assistant) on the real engine and tiny models."""
+
+from __future__ import annotations
+
+import pytest
+
+from omni_app import Assistant, BusyError
+
+LONG_ANSWER = 2000
+
+
+@pytest.fixture(scope="module")
+def assistant(tiny_model_dir):
+    with Assistant(tiny_model_dir, language="en", n_threads=2, temperature=0, seed=3) as bot:
+        yield bot
+
+
+def test_settings_are_read_back_from_the_engine_options(assistant):
+    assert assistant.settings["sampling"]["temperature"] == 0.0
+    assert assistant.settings["sampling"]["seed"] == 3
+    assert assistant.settings["language"] == "en" and assistant.settings["media_type"] == "audio"
+
+
+def test_stream_yields_text_then_stats_then_end_of_turn(assistant):
+    events = list(assistant.stream("Hello!", max_new_tokens=4))
+    kinds = [event["type"] for event in events]
+    assert kinds[-2:] == ["stats", "end_of_turn"] and set(kinds[:-2]) == {"text"}
+    assert events[-1]["reason"] == "max_tokens"
+    assert events[-2]["decode_tokens"] == 4
+
+
+def test_chat_is_deterministic_after_reset(assistant):
+    assistant.reset()
+    first = assistant.chat("Name a colour.", max_new_tokens=6)
+    assert first != ""
+    assistant.reset()
+    assert assistant.chat("Name a colour.", max_new_tokens=6) == first
+    assert assistant.engine.n_past > assistant.engine.n_keep
+
+
+def test_closing_a_stream_early_stops_the_answer(assistant):
+    stream = assistant.stream("Tell me a long story.", max_new_tokens=LONG_ANSWER)
+    assert next(stream)["type"] == "text"
+    stream.close()
+    assert assistant.engine.state == "idle"
+    assert assistant.chat("Again?", max_new_tokens=2) != ""
+
+
+def test_one_answer_at_a_time(assistant):
+    stream = assistant.stream("Tell me a long story.", max_new_tokens=LONG_ANSWER)
+    next(stream)
+    with pytest.raises(BusyError):
+        next(assistant.stream("interrupting"))
+    assistant.stop()
+    rest = list(stream)
+    assert rest[-1]["type"] == "end_of_turn" and rest[-1]["reason"] == "stop"
+
+
+def test_unknown_sampling_option_is_rejected(tiny_model_dir):
+    with pytest.raises(ValueError, match="temprature"):
+        Assistant(tiny_model_dir, temprature=0)
