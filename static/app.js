@@ -1,0 +1,810 @@
+// omni-app single-page UI: session init, text and voice turns, streamed text + audio, live stats.
+import { ApiError, api } from "./api.js";
+import { PcmPlayer } from "./player.js";
+import { MicRecorder } from "./recorder.js";
+import { base64ToBytes, pcm16Base64ToFloat32, recordingToBase64Wav } from "./wav.js";
+
+const HEALTH_POLL_MS = 5000;
+const HEALTH_POLL_LOADING_MS = 1000;
+const BREAK_GRACE_MS = 5000;
+const MAX_RECORDING_S = 120;
+const MIN_RECORDING_S = 0.3;
+const SETTINGS_KEY = "omni-app.settings";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  status: $("status"),
+  statusText: $("status-text"),
+  demoBanner: $("demo-banner"),
+  copyCmd: $("copy-cmd"),
+  downloadCmd: $("download-cmd"),
+  transcript: $("transcript"),
+  emptyHint: $("empty-hint"),
+  input: $("input"),
+  send: $("send"),
+  record: $("record"),
+  recordLabel: $("record-label"),
+  recPanel: $("rec-panel"),
+  recTime: $("rec-time"),
+  recLevel: $("rec-level"),
+  recCancel: $("rec-cancel"),
+  stop: $("stop"),
+  breakBtn: $("break"),
+  reset: $("reset"),
+  playback: $("playback"),
+  form: $("init-form"),
+  mode: $("mode"),
+  media: $("media"),
+  language: $("language"),
+  lengthPenalty: $("length-penalty"),
+  lpValue: $("lp-value"),
+  temperature: $("temperature"),
+  maxTokens: $("max-tokens"),
+  init: $("init"),
+  initNote: $("init-note"),
+  srvVersion: $("srv-version"),
+  srvModelDir: $("srv-model-dir"),
+  srvStages: $("srv-stages"),
+};
+
+const state = {
+  online: false,
+  health: null,
+  healthError: "",
+  initialized: false,
+  initializing: false,
+  initStartedAt: 0,
+  session: null, // settings of the running session
+  turn: null, // the answer in progress
+  recording: false,
+  recordStartedAt: 0,
+  lastError: "",
+};
+
+const player = new PcmPlayer({ preroll: 0.08 });
+const recorder = new MicRecorder({ onLevel: showLevel });
+const now = () => performance.now();
+
+// ---------------------------------------------------------------- status + rendering
+
+function setStatus(kind, text) {
+  ui.status.dataset.kind = kind;
+  ui.statusText.textContent = text;
+  ui.status.title = text;
+}
+
+function describeSession(session) {
+  return `${session.duplex_mode ? "duplex" : "simplex"} · ${session.media_type} · ${session.language}`;
+}
+
+function refreshStatusLine() {
+  if (!state.online) return setStatus("offline", `Server not answering (${state.healthError}) — retrying…`);
+  if (state.initializing) {
+    const seconds = ((now() - state.initStartedAt) / 1000).toFixed(0);
+    return setStatus("loading", `Loading model and system prompt… ${seconds} s`);
+  }
+  if (state.health && state.health.loading) return setStatus("loading", "Server is loading the model…");
+  if (state.recording) return setStatus("busy", "Recording…");
+  if (state.turn) {
+    const phase = state.turn.phase === "prefill" ? "Sending input…" : "Generating…";
+    return setStatus("busy", phase);
+  }
+  if (state.lastError) return setStatus("error", state.lastError);
+  const health = state.health || {};
+  if (!state.initialized && health.engine_available === false) {
+    return setStatus("error", `Engine not available: ${health.engine_error || "not built"}`);
+  }
+  if (!state.initialized && health.load_error) return setStatus("error", `Model load failed: ${health.load_error}`);
+  if (!state.initialized) return setStatus("idle", "Not initialized — choose settings and press Init");
+  const session = state.session ? ` · ${describeSession(state.session)}` : "";
+  return setStatus("ok", `Ready${session}`);
+}
+
+function render() {
+  const ready = state.online && state.initialized && !state.initializing;
+  const idle = ready && !state.turn && !state.recording;
+  const playing = player.remainingSeconds() > 0;
+
+  ui.send.disabled = !idle || ui.input.value.trim() === "";
+  ui.record.disabled = !ready || (state.turn !== null && state.turn.phase === "prefill");
+  ui.record.classList.toggle("recording", state.recording);
+  ui.recordLabel.textContent = state.recording ? "Stop & send" : "Record";
+  ui.record.title = state.turn ? "Barge in: cut the answer and record" : "Record a voice message";
+  ui.recPanel.hidden = !state.recording;
+  ui.stop.disabled = !(state.turn || playing || state.recording);
+  ui.breakBtn.disabled = !(state.turn && state.turn.phase === "generate");
+  ui.reset.disabled = !ready || state.turn !== null || state.recording;
+
+  const formLocked = state.initializing || state.turn !== null || state.recording;
+  for (const input of [ui.mode, ui.media, ui.language, ui.temperature, ui.maxTokens]) {
+    input.disabled = formLocked;
+  }
+  ui.init.disabled = !state.online || formLocked;
+  ui.init.classList.toggle("busy", state.initializing);
+  ui.init.textContent = state.initializing
+    ? "Loading…"
+    : state.initialized
+      ? "Apply (starts a new conversation)"
+      : "Init";
+  refreshStatusLine();
+}
+
+function renderServerInfo(health) {
+  ui.srvVersion.textContent = health.version || "–";
+  ui.srvModelDir.textContent = health.model_dir || "–";
+  ui.srvModelDir.title = health.model_dir || "";
+  ui.srvStages.replaceChildren();
+  const stages = health.stages || {};
+  for (const name of ["llm", "audio", "vision", "tts", "token2wav"]) {
+    const chip = document.createElement("span");
+    chip.className = `stage${stages[name] ? " on" : ""}`;
+    chip.textContent = name;
+    chip.title = stages[name] ? `${name}: loaded` : `${name}: not available`;
+    ui.srvStages.append(chip);
+  }
+  ui.demoBanner.hidden = !health.tiny_demo;
+}
+
+// ---------------------------------------------------------------- transcript
+
+function addEntry(kind, text) {
+  ui.emptyHint.hidden = true;
+  const entry = document.createElement("div");
+  entry.className = `msg ${kind}`;
+  const body = document.createElement("span");
+  body.className = "body";
+  body.textContent = text;
+  entry.append(body);
+  ui.transcript.append(entry);
+  scrollToEnd();
+  return entry;
+}
+
+function addMeta(entry, text) {
+  let meta = entry.querySelector(".meta");
+  if (!meta) {
+    meta = document.createElement("span");
+    meta.className = "meta";
+    entry.append(meta);
+  }
+  meta.textContent = text;
+}
+
+function addSystem(text) {
+  return addEntry("system", text);
+}
+
+// Every failure ends here: visible in the transcript and in the status line.
+function reportError(message) {
+  state.lastError = message;
+  addEntry("error", message);
+  refreshStatusLine();
+}
+
+function clearError() {
+  state.lastError = "";
+}
+
+// Follow new output unless the user scrolled up to read.
+let followTranscript = true;
+
+function scrollToEnd() {
+  if (followTranscript) ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+function trackScroll() {
+  const t = ui.transcript;
+  followTranscript = t.scrollHeight - t.scrollTop - t.clientHeight < 80;
+}
+
+function clearTranscript() {
+  for (const node of [...ui.transcript.children]) if (node !== ui.emptyHint) node.remove();
+  ui.emptyHint.hidden = false;
+}
+
+function errorText(error) {
+  if (error instanceof ApiError) return error.message;
+  return error && error.message ? error.message : String(error);
+}
+
+// ---------------------------------------------------------------- settings
+
+function readSettings() {
+  const settings = {
+    media_type: ui.media.value,
+    duplex_mode: ui.mode.value === "duplex",
+    language: ui.language.value,
+    length_penalty: Number(ui.lengthPenalty.value),
+    temperature: Number(ui.temperature.value),
+  };
+  const maxTokens = parseInt(ui.maxTokens.value, 10);
+  if (Number.isFinite(maxTokens) && maxTokens > 0) settings.max_new_tokens = maxTokens;
+  return settings;
+}
+
+function saveSettings() {
+  const stored = {
+    media: ui.media.value,
+    language: ui.language.value,
+    lengthPenalty: ui.lengthPenalty.value,
+    temperature: ui.temperature.value,
+    maxTokens: ui.maxTokens.value,
+  };
+  try {
+    localStorage.setItem(SETTINGS_KEY, JSON.stringify(stored));
+  } catch {
+    // storage unavailable (private mode): settings just are not remembered
+  }
+}
+
+function loadSettings() {
+  let stored = null;
+  try {
+    stored = JSON.parse(localStorage.getItem(SETTINGS_KEY) || "null");
+  } catch {
+    stored = null;
+  }
+  if (!stored) return;
+  if (stored.media) ui.media.value = stored.media;
+  if (stored.language) ui.language.value = stored.language;
+  if (stored.lengthPenalty) ui.lengthPenalty.value = stored.lengthPenalty;
+  if (stored.temperature) ui.temperature.value = stored.temperature;
+  if (stored.maxTokens !== undefined) ui.maxTokens.value = stored.maxTokens;
+}
+
+function showLengthPenalty() {
+  ui.lpValue.textContent = Number(ui.lengthPenalty.value).toFixed(2);
+}
+
+// Session settings (all but max new tokens, which is sent with every answer) take effect on Init/Apply.
+function settingsDiffer(a, b) {
+  const keys = ["media_type", "duplex_mode", "language", "length_penalty", "temperature"];
+  return keys.some((key) => a[key] !== b[key]);
+}
+
+function showModeNote() {
+  ui.initNote.className = "muted small note full";
+  if (ui.mode.value === "duplex") {
+    ui.initNote.classList.add("warn");
+    ui.initNote.textContent = "Duplex is experimental; the server says so if it is not available yet.";
+  } else if (state.session && settingsDiffer(readSettings(), state.session)) {
+    ui.initNote.classList.add("warn");
+    ui.initNote.textContent = "Settings changed: press Apply to use them (starts a new conversation).";
+  } else if (state.initialized) {
+    ui.initNote.textContent = "Max new tokens applies to the next answer; other settings need Apply.";
+  } else {
+    ui.initNote.textContent = "";
+  }
+}
+
+// ---------------------------------------------------------------- health
+
+let healthTimer = 0;
+
+async function refreshHealth() {
+  clearTimeout(healthTimer);
+  try {
+    const health = await api.health();
+    state.online = true;
+    state.health = health;
+    state.healthError = "";
+    // The server is the truth about whether a session exists (it may have restarted).
+    if (!state.initializing) state.initialized = Boolean(health.initialized);
+    renderServerInfo(health);
+  } catch (error) {
+    state.online = false;
+    state.health = null;
+    state.healthError = errorText(error);
+  }
+  render();
+  const delay = state.health && state.health.loading ? HEALTH_POLL_LOADING_MS : HEALTH_POLL_MS;
+  healthTimer = setTimeout(refreshHealth, delay);
+  return state.health;
+}
+
+// ---------------------------------------------------------------- init
+
+async function initSession({ automatic = false } = {}) {
+  const settings = readSettings();
+  const wasInitialized = state.initialized;
+  clearError();
+  state.initializing = true;
+  state.initStartedAt = now();
+  const ticker = setInterval(refreshStatusLine, 250);
+  render();
+  if (automatic) addSystem(`Initializing automatically (${describeSession(settings)})…`);
+  try {
+    const result = await api.init(settings);
+    const seconds = ((now() - state.initStartedAt) / 1000).toFixed(1);
+    state.session = settings;
+    state.initialized = true;
+    if (wasInitialized) {
+      clearTranscript();
+      resetStats();
+    }
+    const note = result && result.note ? ` (${result.note})` : "";
+    addSystem(`Session ready in ${seconds} s — ${describeSession(settings)}${note}`);
+  } catch (error) {
+    let message = `Init failed — ${errorText(error)}`;
+    if (settings.duplex_mode && error instanceof ApiError && error.status === 501) {
+      message += ". Choose Mode: Simplex and press Init to use turn-by-turn chat.";
+    }
+    reportError(message);
+  } finally {
+    clearInterval(ticker);
+    state.initializing = false;
+    await refreshHealth();
+    showModeNote();
+  }
+}
+
+// ---------------------------------------------------------------- turns
+
+function newTurn() {
+  return {
+    phase: "prefill",
+    controller: new AbortController(),
+    sentAt: now(),
+    prefillClientMs: null,
+    generateStartedAt: 0,
+    firstTextAt: 0,
+    lastTextAt: 0,
+    firstAudioAt: 0,
+    lastEventAt: 0,
+    endedAt: 0,
+    textEvents: 0,
+    audioSeconds: 0,
+    audioChunks: 0,
+    ttsChunks: 0,
+    serverStats: null,
+    doneReason: "",
+    sawEnd: false,
+    closed: false,
+    stopped: false,
+    broken: false,
+    playbackCut: false,
+    entry: null,
+    text: "",
+    finished: null, // promise resolved when the turn is over
+  };
+}
+
+async function runTurn(payload) {
+  clearError();
+  const turn = newTurn();
+  let resolveFinished;
+  turn.finished = new Promise((resolve) => (resolveFinished = resolve));
+  state.turn = turn;
+  render();
+  try {
+    await api.prefill(payload, turn.controller.signal);
+    turn.prefillClientMs = now() - turn.sentAt;
+    turn.phase = "generate";
+    resetStats();
+    turn.entry = addEntry("assistant streaming", "");
+    player.beginStream();
+    turn.generateStartedAt = now();
+    render();
+    // length_penalty is a session setting (sent with Init/Apply); the server ignores it per answer.
+    const body = {};
+    const maxTokens = parseInt(ui.maxTokens.value, 10);
+    if (Number.isFinite(maxTokens) && maxTokens > 0) body.max_new_tokens = maxTokens;
+    await api.generate(body, turn.controller.signal, (event) => handleEvent(turn, event));
+    if (!turn.sawEnd && !turn.stopped) {
+      reportError("The answer stream closed before it finished (no [DONE]); the connection may have dropped.");
+    }
+  } catch (error) {
+    if (error.name === "AbortError" || turn.stopped) {
+      turn.stopped = true;
+    } else {
+      const where = turn.phase === "prefill" ? "Sending input failed" : "Generation failed";
+      reportError(`${where} — ${errorText(error)}`);
+    }
+  } finally {
+    finishTurn(turn);
+    resolveFinished();
+  }
+}
+
+function handleEvent(turn, event) {
+  const t = now();
+  turn.lastEventAt = t;
+  switch (event.type) {
+    case "text":
+      if (!event.text) return;
+      if (!turn.firstTextAt) turn.firstTextAt = t;
+      turn.lastTextAt = t;
+      turn.textEvents += 1;
+      turn.text += event.text;
+      turn.entry.querySelector(".body").textContent = turn.text.trimStart();
+      scrollToEnd();
+      break;
+    case "audio":
+      onAudio(turn, event, t);
+      break;
+    case "tts_chunk":
+      turn.ttsChunks += 1;
+      break;
+    case "listen":
+      addMeta(turn.entry, "listening…");
+      break;
+    case "stats":
+      turn.serverStats = event.stats;
+      break;
+    case "error":
+      reportError(`Generation error — ${event.message}`);
+      break;
+    case "done":
+      turn.doneReason = event.reason;
+      turn.endedAt = t;
+      break;
+    case "end":
+      turn.sawEnd = true;
+      if (!turn.endedAt) turn.endedAt = t;
+      break;
+    default:
+      console.warn("Unrecognised stream message", event);
+      return;
+  }
+  scheduleStatsRender(turn);
+}
+
+function onAudio(turn, event, t) {
+  if (!event.wav) return;
+  const samples = pcm16Base64ToFloat32(event.wav);
+  if (!turn.firstAudioAt) turn.firstAudioAt = t;
+  turn.audioChunks += 1;
+  turn.audioSeconds += samples.length / event.sampleRate;
+  if (!turn.playbackCut) {
+    try {
+      player.enqueue(samples, event.sampleRate);
+    } catch (error) {
+      turn.playbackCut = true;
+      reportError(`Audio playback failed — ${errorText(error)}`);
+    }
+  }
+  addMeta(turn.entry, `audio ${turn.audioSeconds.toFixed(1)} s`);
+  watchPlayback();
+}
+
+function finishTurn(turn) {
+  turn.closed = true;
+  if (!turn.endedAt) turn.endedAt = now();
+  if (turn.entry) {
+    turn.entry.classList.remove("streaming");
+    if (!turn.text) turn.entry.querySelector(".body").textContent = turn.stopped ? "(stopped)" : "(no text)";
+    const parts = [];
+    if (turn.audioSeconds > 0) parts.push(`audio ${turn.audioSeconds.toFixed(1)} s`);
+    if (turn.broken) parts.push("interrupted");
+    else if (turn.stopped) parts.push("stopped");
+    else if (turn.doneReason && turn.doneReason !== "eos") parts.push(`ended: ${turn.doneReason}`);
+    if (parts.length) addMeta(turn.entry, parts.join(" · "));
+  }
+  if (state.turn === turn) state.turn = null;
+  if (turn.phase === "generate") renderStats(turn); // a failed prefill keeps the previous answer's stats
+  render();
+  ui.input.focus();
+}
+
+// ---------------------------------------------------------------- stats
+
+let statsFrame = 0;
+
+function scheduleStatsRender(turn) {
+  if (statsFrame) return;
+  statsFrame = requestAnimationFrame(() => {
+    statsFrame = 0;
+    renderStats(turn);
+  });
+}
+
+const statIds = [
+  "prefill",
+  "first-text",
+  "first-audio",
+  "tps",
+  "tps-client",
+  "tokens",
+  "audio",
+  "rtf",
+  "gaps",
+  "total",
+  "reason",
+];
+
+function setStat(id, text) {
+  $(`stat-${id}`).textContent = text;
+}
+
+function resetStats() {
+  for (const id of statIds) setStat(id, "–");
+}
+
+const ms = (value) => `${Math.round(value)} ms`;
+
+// Turns the raw measurements of one answer into the panel's numbers (pure, for clarity).
+function computeStats(turn, playerStats) {
+  const s = turn.serverStats || {};
+  const out = {};
+  const prefillParts = [];
+  if (turn.prefillClientMs !== null) prefillParts.push(ms(turn.prefillClientMs));
+  if (typeof s.prefill_ms === "number") prefillParts.push(`server ${ms(s.prefill_ms)}`);
+  out.prefill = prefillParts.join(" · ") || "–";
+  out["first-text"] = turn.firstTextAt ? ms(turn.firstTextAt - turn.sentAt) : "–";
+  if (turn.firstTextAt && typeof s.ttft_ms === "number") out["first-text"] += ` · server ${ms(s.ttft_ms)}`;
+  out["first-audio"] = turn.firstAudioAt ? ms(turn.firstAudioAt - turn.sentAt) : "–";
+  out.tps = typeof s.tokens_per_s === "number" ? s.tokens_per_s.toFixed(1) : "–";
+  const textSpan = (turn.lastTextAt - turn.firstTextAt) / 1000;
+  out["tps-client"] = turn.textEvents > 1 && textSpan > 0 ? ((turn.textEvents - 1) / textSpan).toFixed(1) : "–";
+  out.tokens = typeof s.decode_tokens === "number" ? String(s.decode_tokens) : "–";
+  out.audio = turn.audioSeconds > 0 ? `${turn.audioSeconds.toFixed(2)} s (${turn.audioChunks} chunks)` : "–";
+  const generationEnd = turn.endedAt || turn.lastEventAt;
+  if (turn.audioSeconds > 0 && turn.generateStartedAt && generationEnd) {
+    out.rtf = ((generationEnd - turn.generateStartedAt) / 1000 / turn.audioSeconds).toFixed(2);
+  } else {
+    out.rtf = "–";
+  }
+  out.gaps = playerStats.chunks > 0 ? `${playerStats.gaps} (${ms(playerStats.gapSeconds * 1000)})` : "–";
+  const total = typeof s.total_ms === "number" ? `server ${ms(s.total_ms)}` : "";
+  const wall = generationEnd ? ms(generationEnd - turn.sentAt) : "";
+  out.total = [wall, total].filter(Boolean).join(" · ") || "–";
+  out.reason = turn.doneReason || (turn.stopped ? "stopped" : turn.closed ? "incomplete" : "…");
+  return out;
+}
+
+function renderStats(turn) {
+  const values = computeStats(turn, player.stats);
+  for (const id of statIds) setStat(id, values[id]);
+}
+
+// ---------------------------------------------------------------- playback status
+
+let playbackTimer = 0;
+
+function watchPlayback() {
+  if (playbackTimer) return;
+  playbackTimer = setInterval(() => {
+    const left = player.remainingSeconds();
+    const gaps = player.stats.gaps;
+    const gapText = gaps ? ` · ${gaps} gap${gaps > 1 ? "s" : ""}` : "";
+    ui.playback.textContent = left > 0.05 ? `Playing… ${left.toFixed(1)} s left${gapText}` : "";
+    if (left <= 0 && !state.turn) {
+      clearInterval(playbackTimer);
+      playbackTimer = 0;
+    }
+    render();
+  }, 200);
+}
+
+// ---------------------------------------------------------------- actions
+
+async function sendText() {
+  const text = ui.input.value.trim();
+  if (!text || ui.send.disabled) return;
+  ui.input.value = "";
+  autoGrow();
+  unlockAudio();
+  addEntry("user", text);
+  await runTurn({ text });
+}
+
+function unlockAudio() {
+  try {
+    player.unlock();
+  } catch (error) {
+    reportError(`Audio output unavailable — ${errorText(error)}`);
+  }
+}
+
+async function stopAll() {
+  const turn = state.turn;
+  player.stop();
+  ui.playback.textContent = "";
+  if (state.recording) await cancelRecording();
+  if (turn) {
+    turn.stopped = true;
+    turn.playbackCut = true;
+    turn.controller.abort();
+  }
+  try {
+    await api.stop();
+    if (turn) addSystem("Stopped.");
+  } catch (error) {
+    reportError(`Stop failed — ${errorText(error)}`);
+  }
+  render();
+}
+
+async function breakTurn() {
+  const turn = state.turn;
+  if (!turn) return;
+  turn.broken = true;
+  turn.playbackCut = true;
+  player.stop();
+  ui.playback.textContent = "";
+  try {
+    await api.breakTurn();
+  } catch (error) {
+    reportError(`Break failed — ${errorText(error)}`);
+  }
+  // The server ends the stream with done(reason "break"); if it does not, stop waiting for it.
+  setTimeout(() => {
+    if (state.turn === turn) {
+      turn.stopped = true;
+      turn.controller.abort();
+    }
+  }, BREAK_GRACE_MS);
+  render();
+}
+
+async function resetConversation() {
+  clearError();
+  try {
+    await api.reset();
+    player.stop();
+    clearTranscript();
+    resetStats();
+    addSystem("— New conversation —");
+  } catch (error) {
+    reportError(`Reset failed — ${errorText(error)}`);
+  }
+  render();
+}
+
+// ---------------------------------------------------------------- recording
+
+let recordTicker = 0;
+
+async function toggleRecording() {
+  if (state.recording) return finishRecording();
+  unlockAudio();
+  if (state.turn && state.turn.phase === "generate") await breakTurn(); // barge-in
+  clearError();
+  try {
+    await recorder.start();
+  } catch (error) {
+    const denied = error && (error.name === "NotAllowedError" || error.name === "SecurityError");
+    reportError(denied ? "Microphone permission was denied." : `Microphone error — ${errorText(error)}`);
+    return;
+  }
+  state.recording = true;
+  state.recordStartedAt = now();
+  showLevel(0);
+  recordTicker = setInterval(() => {
+    const seconds = (now() - state.recordStartedAt) / 1000;
+    ui.recTime.textContent = `${seconds.toFixed(1)} s`;
+    if (seconds >= MAX_RECORDING_S) finishRecording();
+  }, 100);
+  render();
+}
+
+async function finishRecording() {
+  if (!state.recording) return;
+  clearInterval(recordTicker);
+  state.recording = false;
+  render();
+  let wav;
+  try {
+    const { chunks, sampleRate } = await recorder.stop();
+    wav = recordingToBase64Wav(chunks, sampleRate);
+  } catch (error) {
+    reportError(`Recording failed — ${errorText(error)}`);
+    return;
+  }
+  if (wav.seconds < MIN_RECORDING_S) {
+    reportError(`Recording too short (${wav.seconds.toFixed(2)} s) — nothing was sent.`);
+    return;
+  }
+  if (state.turn) await state.turn.finished; // a barged-in answer is still closing
+  const entry = addEntry("user", `Voice message · ${wav.seconds.toFixed(1)} s`);
+  const clip = document.createElement("audio");
+  clip.controls = true;
+  clip.src = URL.createObjectURL(new Blob([base64ToBytes(wav.base64)], { type: "audio/wav" }));
+  entry.append(clip);
+  await runTurn({ audio: wav.base64 });
+}
+
+async function cancelRecording() {
+  clearInterval(recordTicker);
+  state.recording = false;
+  await recorder.cancel();
+  addSystem("Recording cancelled.");
+  render();
+}
+
+function showLevel(rms) {
+  const db = 20 * Math.log10(Math.max(rms, 1e-5));
+  const fraction = Math.min(1, Math.max(0, (db + 60) / 60));
+  ui.recLevel.style.width = `${(fraction * 100).toFixed(0)}%`;
+}
+
+// ---------------------------------------------------------------- wiring
+
+function autoGrow() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight + 2, 180)}px`;
+}
+
+async function copyDownloadCommand() {
+  const text = ui.downloadCmd.textContent.trim();
+  try {
+    await navigator.clipboard.writeText(text);
+    ui.copyCmd.textContent = "Copied";
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents(ui.downloadCmd);
+    const selection = getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    ui.copyCmd.textContent = "Selected — press Ctrl+C";
+  }
+  setTimeout(() => (ui.copyCmd.textContent = "Copy"), 2000);
+}
+
+function wire() {
+  ui.input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      sendText();
+    }
+  });
+  ui.input.addEventListener("input", () => {
+    autoGrow();
+    render();
+  });
+  ui.send.addEventListener("click", sendText);
+  ui.record.addEventListener("click", toggleRecording);
+  ui.recCancel.addEventListener("click", cancelRecording);
+  ui.stop.addEventListener("click", stopAll);
+  ui.breakBtn.addEventListener("click", breakTurn);
+  ui.reset.addEventListener("click", resetConversation);
+  ui.copyCmd.addEventListener("click", copyDownloadCommand);
+  ui.transcript.addEventListener("scroll", trackScroll, { passive: true });
+  ui.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveSettings();
+    initSession();
+  });
+  ui.lengthPenalty.addEventListener("input", () => {
+    showLengthPenalty();
+    saveSettings();
+    showModeNote();
+  });
+  for (const input of [ui.media, ui.language, ui.temperature, ui.maxTokens]) {
+    input.addEventListener("change", () => {
+      saveSettings();
+      showModeNote();
+    });
+  }
+  ui.mode.addEventListener("change", showModeNote);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !ui.stop.disabled) stopAll();
+  });
+}
+
+async function waitForServer() {
+  let health = await refreshHealth();
+  if (health) return health;
+  reportError("Cannot reach the server (GET /health failed). Is run.sh still running? Retrying…");
+  while (!health) {
+    await new Promise((resolve) => setTimeout(resolve, HEALTH_POLL_LOADING_MS * 2));
+    health = await refreshHealth();
+  }
+  clearError();
+  addSystem("Server is reachable again.");
+  return health;
+}
+
+async function start() {
+  loadSettings();
+  showLengthPenalty();
+  wire();
+  render();
+  const health = await waitForServer();
+  ui.mode.value = health.duplex_mode ? "duplex" : "simplex";
+  showModeNote();
+  if (!health.initialized && !health.loading) await initSession({ automatic: true });
+  render();
+}
+
+start();
