@@ -18,29 +18,48 @@ float penalise(float logit, float penalty) {
 }
 
 // Indices of the finite logits, best first (lower id first on ties). With limit > 0 only the `limit` best
-// (plus any tied with the last of them) are ranked, which avoids sorting the whole vocabulary every token.
+// (plus any tied with the last of them) are kept; a bounded heap finds them in one pass over the vocabulary.
 std::vector<int> ranked_candidates(const std::vector<float> & logits, int limit) {
-    std::vector<int> order;
-    order.reserve(logits.size());
-    for (int i = 0; i < static_cast<int>(logits.size()); ++i) {
-        if (logits[static_cast<size_t>(i)] != kNegInf) {
-            order.push_back(i);
-        }
-    }
     const auto better = [&](int a, int b) {
         const float la = logits[static_cast<size_t>(a)];
         const float lb = logits[static_cast<size_t>(b)];
         return la != lb ? la > lb : a < b;
     };
-    if (limit > 0 && static_cast<size_t>(limit) < order.size()) {
-        std::nth_element(order.begin(), order.begin() + (limit - 1), order.end(), better);
-        const float kth = logits[static_cast<size_t>(order[static_cast<size_t>(limit) - 1])];
-        // Ties with the k-th value survive, as in the reference top-k warper.
-        const auto tail = std::partition(order.begin() + limit, order.end(),
-                                         [&](int i) { return logits[static_cast<size_t>(i)] >= kth; });
-        order.erase(tail, order.end());
+    const int n = static_cast<int>(logits.size());
+    std::vector<int> order;
+    if (limit <= 0 || limit >= n) {
+        order.reserve(logits.size());
+        for (int i = 0; i < n; ++i) {
+            if (logits[static_cast<size_t>(i)] != kNegInf) order.push_back(i);
+        }
+        std::sort(order.begin(), order.end(), better);
+        return order;
+    }
+    // Min-heap (worst on top) of the best `limit` seen so far.
+    order.reserve(static_cast<size_t>(limit) + 1);
+    for (int i = 0; i < n; ++i) {
+        const float v = logits[static_cast<size_t>(i)];
+        if (v == kNegInf) continue;
+        if (static_cast<int>(order.size()) < limit) {
+            order.push_back(i);
+            std::push_heap(order.begin(), order.end(), better);
+        } else if (better(i, order.front())) {
+            std::pop_heap(order.begin(), order.end(), better);
+            order.back() = i;
+            std::push_heap(order.begin(), order.end(), better);
+        }
     }
     std::sort(order.begin(), order.end(), better);
+    if (!order.empty() && static_cast<int>(order.size()) == limit) {
+        // Ties with the k-th value survive, as in the reference top-k warper.
+        const float kth = logits[static_cast<size_t>(order.back())];
+        for (int i = 0; i < n; ++i) {
+            if (logits[static_cast<size_t>(i)] == kth && std::find(order.begin(), order.end(), i) == order.end()) {
+                order.push_back(i);
+            }
+        }
+        std::sort(order.begin(), order.end(), better);
+    }
     return order;
 }
 
@@ -109,61 +128,71 @@ std::vector<float> Sampler::penalised_logits(const std::vector<float> & logits, 
     return out;
 }
 
-std::vector<float> Sampler::probabilities(const std::vector<float> & logits, const std::vector<Token> & history,
-                                          const std::vector<Token> & terminators,
-                                          const std::vector<Token> & forbidden) const {
+Sampler::Candidates Sampler::candidates(const std::vector<float> & logits, const std::vector<Token> & history,
+                                        const std::vector<Token> & terminators,
+                                        const std::vector<Token> & forbidden) const {
     std::vector<float> scaled = penalised_logits(logits, history, terminators, forbidden);
-    std::vector<float> probs(scaled.size(), 0.0f);
     const bool greedy = params_.temperature <= 0.0f;
-    std::vector<int> ranked = ranked_candidates(scaled, greedy ? 1 : params_.top_k);
-    if (ranked.empty()) {
+    Candidates c;
+    c.ids = ranked_candidates(scaled, greedy ? 1 : params_.top_k);
+    if (c.ids.empty()) {
         throw EngineError("every token is forbidden; nothing can be sampled");
     }
     if (greedy) {
-        probs[static_cast<size_t>(ranked.front())] = 1.0f;
-        return probs;
+        c.ids.resize(1);
+        c.probs.assign(1, 1.0);
+        return c;
     }
-    for (int id : ranked) {
+    for (int id : c.ids) {
         scaled[static_cast<size_t>(id)] /= params_.temperature;
     }
-    std::vector<double> p = softmax_of(scaled, ranked);
+    c.probs = softmax_of(scaled, c.ids);
     if (params_.top_p < 1.0f) {
         // Keep the most likely tokens up to and including the one whose cumulative probability reaches top_p.
         double cumulative = 0.0;
         size_t keep = 0;
-        while (keep < p.size()) {
-            cumulative += p[keep++];
+        while (keep < c.probs.size()) {
+            cumulative += c.probs[keep++];
             if (cumulative >= params_.top_p) break;
         }
-        ranked.resize(keep);
-        p = softmax_of(scaled, ranked);
+        c.ids.resize(keep);
+        c.probs = softmax_of(scaled, c.ids);
     }
     if (params_.min_p > 0.0f) {
-        const double floor = p.front() * params_.min_p;
+        const double floor = c.probs.front() * params_.min_p;
         size_t keep = 1;
-        while (keep < p.size() && p[keep] >= floor) ++keep;
-        ranked.resize(keep);
-        p = softmax_of(scaled, ranked);
+        while (keep < c.probs.size() && c.probs[keep] >= floor) ++keep;
+        c.ids.resize(keep);
+        c.probs = softmax_of(scaled, c.ids);
     }
-    for (size_t i = 0; i < ranked.size(); ++i) {
-        probs[static_cast<size_t>(ranked[i])] = static_cast<float>(p[i]);
+    return c;
+}
+
+std::vector<float> Sampler::probabilities(const std::vector<float> & logits, const std::vector<Token> & history,
+                                          const std::vector<Token> & terminators,
+                                          const std::vector<Token> & forbidden) const {
+    const Candidates c = candidates(logits, history, terminators, forbidden);
+    std::vector<float> probs(logits.size(), 0.0f);
+    for (size_t i = 0; i < c.ids.size(); ++i) {
+        probs[static_cast<size_t>(c.ids[i])] = static_cast<float>(c.probs[i]);
     }
     return probs;
 }
 
 Token Sampler::sample(const std::vector<float> & logits, const std::vector<Token> & history,
                       const std::vector<Token> & terminators, const std::vector<Token> & forbidden) {
-    const std::vector<float> probs = probabilities(logits, history, terminators, forbidden);
+    const Candidates c = candidates(logits, history, terminators, forbidden);
     std::uniform_real_distribution<double> uniform(0.0, 1.0);
     double target = uniform(rng_);
-    Token last_nonzero = -1;
-    for (size_t i = 0; i < probs.size(); ++i) {
-        if (probs[i] <= 0.0f) continue;
-        last_nonzero = static_cast<Token>(i);
-        target -= probs[i];
-        if (target < 0.0) return last_nonzero;
+    // Walk in token-id order so a seed gives the same token whatever order the candidates were ranked in.
+    std::vector<size_t> by_id(c.ids.size());
+    std::iota(by_id.begin(), by_id.end(), 0);
+    std::sort(by_id.begin(), by_id.end(), [&](size_t a, size_t b) { return c.ids[a] < c.ids[b]; });
+    for (size_t i : by_id) {
+        target -= c.probs[i];
+        if (target < 0.0) return c.ids[i];
     }
-    return last_nonzero;  // rounding left a sliver of probability: take the last candidate
+    return c.ids[by_id.back()];  // rounding left a sliver of probability: take the last candidate
 }
 
 }  // namespace omni

@@ -39,6 +39,13 @@ public:
     const SamplingParams & params() const { return params_; }
 
 private:
+    // The surviving tokens, best first, with their probabilities (what both public methods build on).
+    struct Candidates {
+        std::vector<int> ids;
+        std::vector<double> probs;
+    };
+    Candidates candidates(const std::vector<float> & logits, const std::vector<Token> & history,
+                          const std::vector<Token> & terminators, const std::vector<Token> & forbidden) const;
     std::vector<float> penalised_logits(const std::vector<float> & logits, const std::vector<Token> & history,
                                         const std::vector<Token> & terminators,
                                         const std::vector<Token> & forbidden) const;
