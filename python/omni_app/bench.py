@@ -1,0 +1,347 @@
+"""Benchmark of the LLM text path: load time, prefill and decode throughput, time to first text.
+
+    python -m omni_app bench --model-dir DIR [--n-ctx 4096] [--n-gpu-layers -1] [--threads 0]
+        [--prompt-tokens 512] [--gen-tokens 128] [--runs 3] [--json-out PATH]
+        [--make-full-size-llm DIR [--quant Q4_K_M|Q8_0] [--n-layer 36]]
+
+Two parts, one model in memory at a time:
+- the Engine (what the server uses): load time, then per run one user turn of ~prompt-tokens of text,
+  greedy, up to gen-tokens: wall time from `prefill_text` to the first text event, and the engine's stats;
+- the Llm stage alone: prefill of exactly prompt-tokens tokens, then exactly gen-tokens greedy decode steps
+  (end-of-sequence ignored), so decode figures are comparable across models and runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omni_app import config
+
+FILLER_TEXT = (
+    "The quick brown fox jumps over the lazy dog while a small robot counts the stars above the quiet city. "
+)
+EVENT_TIMEOUT_S = 600.0
+WARMUP_DECODE_STEPS = 8
+
+
+@dataclass
+class Metric:
+    name: str
+    unit: str
+    description: str
+    values: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        if not self.values:
+            return {"unit": self.unit, "description": self.description, "runs": []}
+        return {
+            "unit": self.unit,
+            "description": self.description,
+            "median": statistics.median(self.values),
+            "min": min(self.values),
+            "max": max(self.values),
+            "runs": self.values,
+        }
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.items: dict[str, Metric] = {}
+
+    def add(self, name: str, unit: str, description: str, value: float | None) -> None:
+        metric = self.items.setdefault(name, Metric(name, unit, description))
+        if value is not None:
+            metric.values.append(float(value))
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: metric.summary() for name, metric in self.items.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m omni_app bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--model-dir", type=Path, help="model directory (official layout); default: $OMNI_MODEL_DIR, ./models"
+    )
+    parser.add_argument("--llm-file", default="", help="explicit LLM gguf (default: the engine's choice)")
+    parser.add_argument("--n-ctx", type=int, default=4096)
+    parser.add_argument("--n-gpu-layers", type=int, default=-1, help="-1: all layers on the GPU, 0: CPU only")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads, 0: automatic")
+    parser.add_argument("--prompt-tokens", type=int, default=512)
+    parser.add_argument("--gen-tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json-out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--make-full-size-llm",
+        type=Path,
+        metavar="DIR",
+        help="write a full-size random-weight LLM into DIR, then benchmark DIR",
+    )
+    parser.add_argument(
+        "--quant", choices=("Q4_K_M", "Q8_0"), default="Q4_K_M", help="for --make-full-size-llm"
+    )
+    parser.add_argument("--n-layer", type=int, default=36, help="for --make-full-size-llm (36 = real size)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    if args.make_full_size_llm is not None and args.model_dir is not None:
+        return "--make-full-size-llm DIR benchmarks DIR: leave out --model-dir"
+    if args.make_full_size_llm is None:
+        args.model_dir = config.resolve_model_dir(None if args.model_dir is None else str(args.model_dir))
+        if args.model_dir is None:
+            return "no model directory: give --model-dir, set OMNI_MODEL_DIR, or use --make-full-size-llm"
+    if args.runs < 1 or args.prompt_tokens < 1 or args.gen_tokens < 1:
+        return "--runs, --prompt-tokens and --gen-tokens must be at least 1"
+    if args.prompt_tokens + args.gen_tokens + WARMUP_DECODE_STEPS > args.n_ctx:
+        return f"--prompt-tokens + --gen-tokens + {WARMUP_DECODE_STEPS} must fit in --n-ctx {args.n_ctx}"
+    return None
+
+
+def greedy_sampling() -> Any:
+    import omni_engine as oe
+
+    return oe.SamplingParams(temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0)
+
+
+def synthetic_prompt(llm: Any, n_tokens: int) -> list[int]:
+    """Exactly n_tokens ids of plain English text (no special tokens)."""
+    one = len(llm.tokenize(FILLER_TEXT, parse_special=False))
+    tokens = llm.tokenize(FILLER_TEXT * (n_tokens // max(one, 1) + 2), parse_special=False)
+    return tokens[:n_tokens]
+
+
+def detokenize(llm: Any, tokens: list[int]) -> str:
+    return b"".join(llm.token_to_piece(t) for t in tokens).decode("utf-8", errors="ignore")
+
+
+def run_engine_turn(engine: Any, events: queue.Queue, text: str, gen_tokens: int) -> dict[str, Any]:
+    """One user turn from a clean conversation; returns wall timings and the engine's stats event."""
+    engine.reset()
+    start = time.perf_counter()
+    prompt_tokens = engine.prefill_text(text)
+    prefill_done = time.perf_counter()
+    engine.generate(gen_tokens)
+    first_text: float | None = None
+    stats: dict[str, Any] = {}
+    while True:
+        stamp, event = events.get(timeout=EVENT_TIMEOUT_S)
+        if event["type"] == "text" and first_text is None:
+            first_text = stamp
+        elif event["type"] == "stats":
+            stats = event
+        elif event["type"] == "error":
+            raise RuntimeError(f"engine error during the bench turn: {event['message']}")
+        elif event["type"] == "end_of_turn":
+            break
+    return {
+        "prompt_tokens": prompt_tokens,
+        "prefill_text_ms": (prefill_done - start) * 1e3,
+        "first_text_ms": None if first_text is None else (first_text - start) * 1e3,
+        "stats": stats,
+    }
+
+
+def bench_engine(args: argparse.Namespace, model_dir: Path, text: str, metrics: Metrics) -> dict[str, Any]:
+    """Loads the Engine, runs the turns, closes it; returns the engine's info."""
+    import omni_engine as oe
+
+    options = oe.EngineOptions(
+        model_dir=str(model_dir),
+        llm_file=args.llm_file,
+        n_ctx=args.n_ctx,
+        n_gpu_layers=args.n_gpu_layers,
+        n_threads=args.threads,
+    )
+    start = time.perf_counter()
+    engine = oe.Engine(options)
+    metrics.add(
+        "engine_load_s", "s", "Engine() construction: all stage models loaded", time.perf_counter() - start
+    )
+    info = dict(engine.info)
+    events: queue.Queue = queue.Queue()
+    session = oe.SessionOptions(media_type="audio", language="en", speak=False, sampling=greedy_sampling())
+    session.max_new_tokens = args.gen_tokens
+    engine.start_session(session, lambda event: events.put((time.perf_counter(), event)))
+    run_engine_turn(engine, events, text, WARMUP_DECODE_STEPS)
+    for _ in range(args.runs):
+        record_turn(run_engine_turn(engine, events, text, args.gen_tokens), metrics)
+    engine.close()
+    return info
+
+
+def record_turn(turn: dict[str, Any], metrics: Metrics) -> None:
+    stats = turn["stats"]
+    metrics.add(
+        "turn_prompt_tokens",
+        "tokens",
+        "tokens that prefill_text reported for the turn's text",
+        turn["prompt_tokens"],
+    )
+    metrics.add(
+        "turn_prefill_text_ms",
+        "ms",
+        "wall: the prefill_text() call (tokenize + LLM prefill)",
+        turn["prefill_text_ms"],
+    )
+    metrics.add(
+        "turn_first_text_ms",
+        "ms",
+        "wall: prefill_text() call -> first text event in Python",
+        turn["first_text_ms"],
+    )
+    metrics.add("engine_ttft_ms", "ms", "engine stats: time to first token", stats.get("ttft_ms"))
+    metrics.add(
+        "engine_decode_tokens",
+        "tokens",
+        "engine stats: tokens decoded in the turn",
+        stats.get("decode_tokens"),
+    )
+    metrics.add(
+        "engine_decode_tok_s", "tok/s", "engine stats: decode tokens per second", stats.get("tokens_per_s")
+    )
+
+
+def bench_llm(args: argparse.Namespace, llm_path: str, metrics: Metrics) -> str:
+    """Prefill/decode of the Llm stage alone; returns the prompt text used (for the engine turns)."""
+    import omni_engine as oe
+
+    start = time.perf_counter()
+    llm = oe.Llm(llm_path, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_threads=args.threads)
+    metrics.add("llm_load_s", "s", "Llm() construction: the LLM file alone", time.perf_counter() - start)
+    prompt = synthetic_prompt(llm, args.prompt_tokens)
+    prefill_and_decode(llm, prompt, WARMUP_DECODE_STEPS)
+    for _ in range(args.runs):
+        prefill_s, decode_s = prefill_and_decode(llm, prompt, args.gen_tokens)
+        metrics.add(
+            "prefill_tok_s", "tok/s", f"Llm: prefill of {len(prompt)} tokens", len(prompt) / prefill_s
+        )
+        metrics.add("prefill_ms", "ms", f"Llm: prefill of {len(prompt)} tokens", prefill_s * 1e3)
+        metrics.add(
+            "decode_tok_s", "tok/s", f"Llm: {args.gen_tokens} greedy steps", args.gen_tokens / decode_s
+        )
+        metrics.add("decode_ms_per_token", "ms", "Llm: one greedy step", decode_s * 1e3 / args.gen_tokens)
+    text = detokenize(llm, prompt)
+    del llm
+    return text
+
+
+def prefill_and_decode(llm: Any, prompt: list[int], steps: int) -> tuple[float, float]:
+    llm.clear()
+    start = time.perf_counter()
+    logits = llm.eval_tokens(prompt)
+    prefilled = time.perf_counter()
+    token = int(np.argmax(logits))
+    for _ in range(steps):
+        logits, _hidden = llm.step(token)
+        token = int(np.argmax(logits))
+    return prefilled - start, time.perf_counter() - prefilled
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def machine_info() -> dict[str, Any]:
+    import omni_engine as oe
+
+    return {
+        "omni_engine": oe.__version__,
+        "llama_cpp_commit": oe.LLAMA_CPP_COMMIT,
+        "system_info": oe.system_info(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def format_table(results: dict[str, Any]) -> str:
+    rows = [("metric", "unit", "median", "min", "max", "runs")]
+    for name, summary in results["metrics"].items():
+        if not summary["runs"]:
+            rows.append((name, summary["unit"], "-", "-", "-", "0"))
+            continue
+        cells = (f"{summary[key]:.2f}" for key in ("median", "min", "max"))
+        rows.append((name, summary["unit"], *cells, str(len(summary["runs"]))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i < 2 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    model = results["model"]
+    header = f"model {model['llm_path']} ({model['size_gb']:.2f} GB), backend {model['backend']}"
+    return "\n".join([header, *lines])
+
+
+def make_model_dir(args: argparse.Namespace) -> Path:
+    from omni_app import bench_models
+
+    start = time.perf_counter()
+    path = bench_models.write_full_size_llm_dir(args.make_full_size_llm, args.quant, args.n_layer)
+    seconds = time.perf_counter() - start
+    print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {seconds:.1f} s", flush=True)
+    return args.make_full_size_llm
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    model_dir = make_model_dir(args) if args.make_full_size_llm is not None else args.model_dir
+    llm_path = Path(args.llm_file) if args.llm_file else config.find_llm_file(model_dir)
+    metrics = Metrics()
+    text = bench_llm(args, str(llm_path), metrics)
+    info = bench_engine(args, model_dir, text, metrics)
+    metrics.add("peak_rss_mb", "MB", "peak resident memory of this process", peak_rss_mb())
+    if Path(info["llm_path"]).resolve() != llm_path.resolve():
+        print(
+            f"bench: warning: the engine loaded {info['llm_path']}, the Llm stage {llm_path}", file=sys.stderr
+        )
+    settings_keys = ("n_ctx", "n_gpu_layers", "threads", "prompt_tokens", "gen_tokens", "runs")
+    return {
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "model": {
+            "model_dir": str(model_dir),
+            "llm_path": str(llm_path),
+            "size_gb": llm_path.stat().st_size / 1e9,
+            "backend": info.get("backend"),
+            "engine_info": info,
+        },
+        "settings": {key: getattr(args, key) for key in settings_keys},
+        "metrics": metrics.as_dict(),
+    }
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    problem = check_args(args)
+    if problem is not None:
+        print(f"bench: {problem}", file=sys.stderr)
+        return 2
+    results = run_bench(args)
+    print(format_table(results))
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,247 @@
+"""Full-size random-weight LLM files for benchmarks.
+
+Speed does not depend on weight values, so the quantized blocks are a short random pattern repeated over each
+tensor (valid, small scales; no NaN or inf). Writing is bound by the disk: a Q4_K_M file of the real shape is
+about 5 GB. The tokenizer is the tiny-model one (real vocabulary size, special tokens at their real ids).
+
+    python -m omni_app.bench_models DIR [--quant Q4_K_M|Q8_0] [--n-layer 36]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from omni_app.tiny_models import tokenizer as tiny_tokenizer
+
+QuantType = gguf.GGMLQuantizationType
+QUANT_CHOICES = ("Q4_K_M", "Q8_0")
+FILE_TYPES = {"Q4_K_M": gguf.LlamaFileType.MOSTLY_Q4_K_M, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+PATTERN_BLOCKS = 4099  # prime, so rows of a tensor do not repeat the same bytes
+
+
+@dataclass(frozen=True)
+class LlmShape:
+    """Dimensions of the MiniCPM-o 4.5 LLM (Qwen3-8B layout); n_layer can be cut for quick tests."""
+
+    n_layer: int = 36
+    n_embd: int = 4096
+    n_head: int = 32
+    n_head_kv: int = 8
+    head_dim: int = 128
+    n_ff: int = 12288
+    context_length: int = 40960
+    rope_freq_base: float = 1_000_000.0
+    rms_eps: float = 1e-6
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    name: str
+    shape: tuple[int, ...]  # numpy order: (rows, columns); columns are the contiguous ggml ne0
+    qtype: QuantType
+
+    @property
+    def nbytes(self) -> int:
+        if self.qtype == QuantType.F32:
+            return int(np.prod(self.shape)) * 4
+        block_values, block_bytes = gguf.GGML_QUANT_SIZES[self.qtype]
+        return int(np.prod(self.shape)) // block_values * block_bytes
+
+
+def llm_file_name(quant: str) -> str:
+    return f"MiniCPM-o-4_5-{quant}.gguf"
+
+
+def _wants_more_bits(layer: int, n_layer: int) -> bool:
+    """Layers that a Q4_K_M mix keeps at Q6_K for attn_v and ffn_down (first and last eighth, every third)."""
+    eighth = n_layer // 8
+    return layer < eighth or layer >= n_layer - eighth or (layer - eighth) % 3 == 2
+
+
+def _matrix_type(quant: str, role: str, layer: int, n_layer: int) -> QuantType:
+    if quant == "Q8_0":
+        return QuantType.Q8_0
+    if role == "output":
+        return QuantType.Q6_K
+    if role in ("attn_v", "ffn_down") and _wants_more_bits(layer, n_layer):
+        return QuantType.Q6_K
+    return QuantType.Q4_K
+
+
+def tensor_plan(shape: LlmShape, n_vocab: int, quant: str) -> list[TensorPlan]:
+    """Every tensor of the qwen3 LLM file (model-files.md §3.3), with the quant mix of `quant`."""
+    e, q_dim, kv_dim = shape.n_embd, shape.n_head * shape.head_dim, shape.n_head_kv * shape.head_dim
+    f32 = QuantType.F32
+    plan = [
+        TensorPlan("token_embd.weight", (n_vocab, e), _matrix_type(quant, "token_embd", 0, shape.n_layer)),
+        TensorPlan("output_norm.weight", (e,), f32),
+        TensorPlan("output.weight", (n_vocab, e), _matrix_type(quant, "output", 0, shape.n_layer)),
+    ]
+    for i in range(shape.n_layer):
+        matrices = {
+            "attn_q": (q_dim, e),
+            "attn_k": (kv_dim, e),
+            "attn_v": (kv_dim, e),
+            "attn_output": (e, q_dim),
+            "ffn_gate": (shape.n_ff, e),
+            "ffn_up": (shape.n_ff, e),
+            "ffn_down": (e, shape.n_ff),
+        }
+        plan.append(TensorPlan(f"blk.{i}.attn_norm.weight", (e,), f32))
+        plan.append(TensorPlan(f"blk.{i}.attn_q_norm.weight", (shape.head_dim,), f32))
+        plan.append(TensorPlan(f"blk.{i}.attn_k_norm.weight", (shape.head_dim,), f32))
+        plan.append(TensorPlan(f"blk.{i}.ffn_norm.weight", (e,), f32))
+        for role, dims in matrices.items():
+            plan.append(
+                TensorPlan(f"blk.{i}.{role}.weight", dims, _matrix_type(quant, role, i, shape.n_layer))
+            )
+    return plan
+
+
+def _scale_bytes(value: float) -> np.ndarray:
+    return np.frombuffer(np.float16(value).tobytes(), dtype=np.uint8)
+
+
+def block_pattern(qtype: QuantType, rng: np.random.Generator) -> np.ndarray:
+    """PATTERN_BLOCKS random blocks of `qtype` (uint8, (blocks, block_bytes)); weights of std about 0.02."""
+    _, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = rng.integers(0, 256, size=(PATTERN_BLOCKS, block_bytes), dtype=np.uint8)
+    if qtype == QuantType.Q8_0:  # d (f16), 32 x int8
+        blocks[:, 0:2] = _scale_bytes(2.7e-4)
+    elif qtype == QuantType.Q4_K:  # d, dmin (f16), 12 bytes of 6-bit scales/mins, 128 bytes of nibbles
+        blocks[:, 0:2] = _scale_bytes(1.4e-4)
+        blocks[:, 2:4] = _scale_bytes(1.0e-3)
+    elif qtype == QuantType.Q6_K:  # 128 + 64 bytes of 6-bit values, 16 int8 scales, d (f16) last
+        blocks[:, 208:210] = _scale_bytes(1.5e-5)
+    else:
+        raise ValueError(f"no block pattern for {qtype.name}")
+    return blocks
+
+
+def tensor_bytes(plan: TensorPlan, patterns: dict[QuantType, np.ndarray]) -> np.ndarray:
+    """The tensor's data: ones for norms, the repeated block pattern for matrices (uint8 byte rows)."""
+    if plan.qtype == QuantType.F32:
+        return np.ones(plan.shape, dtype=np.float32)
+    rows, columns = plan.shape
+    block_values, block_bytes = gguf.GGML_QUANT_SIZES[plan.qtype]
+    n_blocks = rows * columns // block_values
+    pattern = patterns[plan.qtype]
+    blocks = np.empty((n_blocks, block_bytes), dtype=np.uint8)
+    for start in range(0, n_blocks, len(pattern)):
+        count = min(len(pattern), n_blocks - start)
+        blocks[start : start + count] = pattern[:count]
+    return blocks.reshape(rows, columns // block_values * block_bytes)
+
+
+def _add_llm_metadata(writer: gguf.GGUFWriter, shape: LlmShape, quant: str) -> None:
+    arch = "qwen3"
+    writer.add_type("model")
+    writer.add_name("MiniCPM-o-4_5 LLM (random weights, benchmark)")
+    writer.add_file_type(int(FILE_TYPES[quant]))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_uint32(f"{arch}.block_count", shape.n_layer)
+    writer.add_uint32(f"{arch}.context_length", shape.context_length)
+    writer.add_uint32(f"{arch}.embedding_length", shape.n_embd)
+    writer.add_uint32(f"{arch}.feed_forward_length", shape.n_ff)
+    writer.add_uint32(f"{arch}.attention.head_count", shape.n_head)
+    writer.add_uint32(f"{arch}.attention.head_count_kv", shape.n_head_kv)
+    writer.add_uint32(f"{arch}.attention.key_length", shape.head_dim)
+    writer.add_uint32(f"{arch}.attention.value_length", shape.head_dim)
+    writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", shape.rms_eps)
+    writer.add_float32(f"{arch}.rope.freq_base", shape.rope_freq_base)
+
+
+def _add_tokenizer(writer: gguf.GGUFWriter) -> int:
+    """The tiny-model vocabulary (real size and special ids, model-files.md §3.2); returns its size."""
+    vocabulary = tiny_tokenizer.build_vocabulary()
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(list(vocabulary.tokens))
+    writer.add_token_types(list(vocabulary.token_types))
+    writer.add_token_merges(list(vocabulary.merges))
+    writer.add_bos_token_id(tiny_tokenizer.BOS_ID)
+    writer.add_eos_token_id(tiny_tokenizer.EOS_ID)
+    writer.add_pad_token_id(tiny_tokenizer.PAD_ID)
+    writer.add_unk_token_id(tiny_tokenizer.UNK_ID)
+    writer.add_add_bos_token(False)
+    return len(vocabulary.tokens)
+
+
+def _iter_data(plan: list[TensorPlan], seed: int) -> Iterator[tuple[TensorPlan, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    patterns = {
+        qtype: block_pattern(qtype, rng)
+        for qtype in sorted({p.qtype for p in plan})
+        if qtype != QuantType.F32
+    }
+    for item in plan:
+        yield item, tensor_bytes(item, patterns)
+
+
+def write_full_size_llm(
+    path: Path, shape: LlmShape = LlmShape(), quant: str = "Q4_K_M", seed: int = 0
+) -> int:
+    """Write the LLM file at `path`, streaming one tensor at a time; returns the file size in bytes."""
+    if quant not in FILE_TYPES:
+        raise ValueError(f"quant must be one of {QUANT_CHOICES}, not {quant!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(path, "qwen3")
+    _add_llm_metadata(writer, shape, quant)
+    n_vocab = _add_tokenizer(writer)
+    plan = tensor_plan(shape, n_vocab, quant)
+    for item in plan:
+        dtype = np.float32 if item.qtype == QuantType.F32 else np.uint8
+        byte_shape = item.shape if item.qtype == QuantType.F32 else _byte_shape(item)
+        writer.add_tensor_info(item.name, byte_shape, np.dtype(dtype), item.nbytes, raw_dtype=_raw(item))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for _, data in _iter_data(plan, seed):
+        writer.write_tensor_data(data)
+    writer.close()
+    return path.stat().st_size
+
+
+def _byte_shape(item: TensorPlan) -> tuple[int, int]:
+    rows, columns = item.shape
+    block_values, block_bytes = gguf.GGML_QUANT_SIZES[item.qtype]
+    return rows, columns // block_values * block_bytes
+
+
+def _raw(item: TensorPlan) -> QuantType | None:
+    return None if item.qtype == QuantType.F32 else item.qtype
+
+
+def write_full_size_llm_dir(directory: Path, quant: str = "Q4_K_M", n_layer: int = 36) -> Path:
+    """A model directory holding only the LLM file (the other stages are not benchmarked yet)."""
+    path = Path(directory) / llm_file_name(quant)
+    write_full_size_llm(path, LlmShape(n_layer=n_layer), quant)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m omni_app.bench_models", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("directory", type=Path, help="model directory to write (created if missing)")
+    parser.add_argument("--quant", choices=QUANT_CHOICES, default="Q4_K_M")
+    parser.add_argument("--n-layer", type=int, default=36, help="layers (36 = real; fewer for a quick check)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    path = write_full_size_llm_dir(args.directory, args.quant, args.n_layer)
+    seconds = time.perf_counter() - start
+    size_gb = path.stat().st_size / 1e9
+    print(f"wrote {path} ({size_gb:.2f} GB) in {seconds:.1f} s ({size_gb / seconds:.2f} GB/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
