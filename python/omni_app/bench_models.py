@@ -13,13 +13,13 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gguf
 import numpy as np
 
-from omni_app.tiny_models import tokenizer as tiny_tokenizer
+from omni_app.tiny_models.llm import LlmDims, add_model_metadata, add_tokenizer_metadata
 
 QuantType = gguf.GGMLQuantizationType
 QUANT_CHOICES = ("Q4_K_M", "Q8_0")
@@ -27,19 +27,8 @@ FILE_TYPES = {"Q4_K_M": gguf.LlamaFileType.MOSTLY_Q4_K_M, "Q8_0": gguf.LlamaFile
 PATTERN_BLOCKS = 4099  # prime, so rows of a tensor do not repeat the same bytes
 
 
-@dataclass(frozen=True)
-class LlmShape:
-    """Dimensions of the MiniCPM-o 4.5 LLM (Qwen3-8B layout); n_layer can be cut for quick tests."""
-
-    n_layer: int = 36
-    n_embd: int = 4096
-    n_head: int = 32
-    n_head_kv: int = 8
-    head_dim: int = 128
-    n_ff: int = 12288
-    context_length: int = 40960
-    rope_freq_base: float = 1_000_000.0
-    rms_eps: float = 1e-6
+# The MiniCPM-o 4.5 LLM (Qwen3-8B layout, model-files.md §3); n_layer can be cut for quick tests.
+FULL_SIZE_DIMS = LlmDims(n_embd=4096, n_layer=36, n_head=32, n_head_kv=8, head_dim=128, n_ff=12288)
 
 
 @dataclass(frozen=True)
@@ -76,7 +65,7 @@ def _matrix_type(quant: str, role: str, layer: int, n_layer: int) -> QuantType:
     return QuantType.Q4_K
 
 
-def tensor_plan(shape: LlmShape, n_vocab: int, quant: str) -> list[TensorPlan]:
+def tensor_plan(shape: LlmDims, n_vocab: int, quant: str) -> list[TensorPlan]:
     """Every tensor of the qwen3 LLM file (model-files.md §3.3), with the quant mix of `quant`."""
     e, q_dim, kv_dim = shape.n_embd, shape.n_head * shape.head_dim, shape.n_head_kv * shape.head_dim
     f32 = QuantType.F32
@@ -141,40 +130,6 @@ def tensor_bytes(plan: TensorPlan, patterns: dict[QuantType, np.ndarray]) -> np.
     return blocks.reshape(rows, columns // block_values * block_bytes)
 
 
-def _add_llm_metadata(writer: gguf.GGUFWriter, shape: LlmShape, quant: str) -> None:
-    arch = "qwen3"
-    writer.add_type("model")
-    writer.add_name("MiniCPM-o-4_5 LLM (random weights, benchmark)")
-    writer.add_file_type(int(FILE_TYPES[quant]))
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_uint32(f"{arch}.block_count", shape.n_layer)
-    writer.add_uint32(f"{arch}.context_length", shape.context_length)
-    writer.add_uint32(f"{arch}.embedding_length", shape.n_embd)
-    writer.add_uint32(f"{arch}.feed_forward_length", shape.n_ff)
-    writer.add_uint32(f"{arch}.attention.head_count", shape.n_head)
-    writer.add_uint32(f"{arch}.attention.head_count_kv", shape.n_head_kv)
-    writer.add_uint32(f"{arch}.attention.key_length", shape.head_dim)
-    writer.add_uint32(f"{arch}.attention.value_length", shape.head_dim)
-    writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", shape.rms_eps)
-    writer.add_float32(f"{arch}.rope.freq_base", shape.rope_freq_base)
-
-
-def _add_tokenizer(writer: gguf.GGUFWriter) -> int:
-    """The tiny-model vocabulary (real size and special ids, model-files.md §3.2); returns its size."""
-    vocabulary = tiny_tokenizer.build_vocabulary()
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(list(vocabulary.tokens))
-    writer.add_token_types(list(vocabulary.token_types))
-    writer.add_token_merges(list(vocabulary.merges))
-    writer.add_bos_token_id(tiny_tokenizer.BOS_ID)
-    writer.add_eos_token_id(tiny_tokenizer.EOS_ID)
-    writer.add_pad_token_id(tiny_tokenizer.PAD_ID)
-    writer.add_unk_token_id(tiny_tokenizer.UNK_ID)
-    writer.add_add_bos_token(False)
-    return len(vocabulary.tokens)
-
-
 def _iter_data(plan: list[TensorPlan], seed: int) -> Iterator[tuple[TensorPlan, np.ndarray]]:
     rng = np.random.default_rng(seed)
     patterns = {
@@ -187,15 +142,17 @@ def _iter_data(plan: list[TensorPlan], seed: int) -> Iterator[tuple[TensorPlan, 
 
 
 def write_full_size_llm(
-    path: Path, shape: LlmShape = LlmShape(), quant: str = "Q4_K_M", seed: int = 0
+    path: Path, shape: LlmDims = FULL_SIZE_DIMS, quant: str = "Q4_K_M", seed: int = 0
 ) -> int:
     """Write the LLM file at `path`, streaming one tensor at a time; returns the file size in bytes."""
     if quant not in FILE_TYPES:
         raise ValueError(f"quant must be one of {QUANT_CHOICES}, not {quant!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(path, "qwen3")
-    _add_llm_metadata(writer, shape, quant)
-    n_vocab = _add_tokenizer(writer)
+    name = "MiniCPM-o-4_5 LLM (random weights, benchmark)"
+    add_model_metadata(writer, shape, int(FILE_TYPES[quant]), name, tiny_demo=False)
+    add_tokenizer_metadata(writer)
+    n_vocab = shape.n_vocab
     plan = tensor_plan(shape, n_vocab, quant)
     for item in plan:
         dtype = np.float32 if item.qtype == QuantType.F32 else np.uint8
@@ -223,7 +180,7 @@ def _raw(item: TensorPlan) -> QuantType | None:
 def write_full_size_llm_dir(directory: Path, quant: str = "Q4_K_M", n_layer: int = 36) -> Path:
     """A model directory holding only the LLM file (the other stages are not benchmarked yet)."""
     path = Path(directory) / llm_file_name(quant)
-    write_full_size_llm(path, LlmShape(n_layer=n_layer), quant)
+    write_full_size_llm(path, replace(FULL_SIZE_DIMS, n_layer=n_layer), quant)
     return path
 
 

@@ -91,12 +91,16 @@ def random_weights(seed: int, dtype: str, dims: LlmDims = TINY_DIMS) -> dict[str
     return weights
 
 
-def _add_model_metadata(writer: gguf.GGUFWriter, dtype: str, dims: LlmDims) -> None:
+def add_model_metadata(
+    writer: gguf.GGUFWriter, dims: LlmDims, file_type: int, name: str, tiny_demo: bool
+) -> None:
+    """The qwen3 keys of model-files.md §3.2 with their exact types (shared with the full-size writer)."""
     writer.add_string("general.type", "model")
-    writer.add_string("general.name", "MiniCPM-o 4.5 tiny random-weight LLM")
-    writer.add_uint32("general.file_type", int(_FILE_TYPES[dtype]))
+    writer.add_string("general.name", name)
+    writer.add_uint32("general.file_type", file_type)
     writer.add_uint32("general.quantization_version", gguf.GGML_QUANT_VERSION)
-    writer.add_bool(TINY_DEMO_KEY, True)
+    if tiny_demo:
+        writer.add_bool(TINY_DEMO_KEY, True)
     writer.add_uint32(f"{ARCH}.block_count", dims.n_layer)
     writer.add_uint32(f"{ARCH}.context_length", dims.n_ctx_train)
     writer.add_uint32(f"{ARCH}.embedding_length", dims.n_embd)
@@ -109,7 +113,8 @@ def _add_model_metadata(writer: gguf.GGUFWriter, dtype: str, dims: LlmDims) -> N
     writer.add_float32(f"{ARCH}.rope.freq_base", dims.rope_freq_base)
 
 
-def _add_tokenizer_metadata(writer: gguf.GGUFWriter) -> None:
+def add_tokenizer_metadata(writer: gguf.GGUFWriter) -> None:
+    """The tiny vocabulary: real size, special tokens at their real ids (the full-size writer uses it too)."""
     vocab = tokenizer.build_vocabulary()
     array = gguf.GGUFValueType.ARRAY
     writer.add_string("tokenizer.ggml.model", "gpt2")
@@ -132,8 +137,10 @@ def write_llm(path: Path, seed: int = 0, dtype: str = "f16", dims: LlmDims = TIN
     """Write the tiny LLM GGUF to `path` (same seed and dtype -> byte-identical file)."""
     weights = random_weights(seed, dtype, dims)
     writer = gguf.GGUFWriter(path, ARCH)
-    _add_model_metadata(writer, dtype, dims)
-    _add_tokenizer_metadata(writer)
+    add_model_metadata(
+        writer, dims, int(_FILE_TYPES[dtype]), "MiniCPM-o 4.5 tiny random-weight LLM", tiny_demo=True
+    )
+    add_tokenizer_metadata(writer)
     for name, array in weights.items():
         writer.add_tensor(name, array)
     writer.write_header_to_file()
