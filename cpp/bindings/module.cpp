@@ -7,6 +7,7 @@
 
 #include <memory>
 
+#include "audio/audio_encoder.h"
 #include "core/backend.h"
 #include "core/errors.h"
 #include "core/log.h"
@@ -211,9 +212,10 @@ void bind_engine(py::module_ & m) {
                                    d["n_ctx"] = info.n_ctx;
                                    d["n_ctx_train"] = info.n_ctx_train;
                                    d["backend"] = info.backend;
+                                   d["audio_path"] = info.audio_path;
                                    py::dict stages;
                                    stages["llm"] = true;
-                                   stages["audio"] = false;
+                                   stages["audio"] = !info.audio_path.empty();
                                    stages["vision"] = false;
                                    stages["tts"] = false;
                                    stages["token2wav"] = false;
@@ -231,6 +233,16 @@ void bind_engine(py::module_ & m) {
         .def(
             "prefill_text", [](PyEngine & e, const std::string & text) { return e.get().prefill_text(text); },
             py::arg("text"), release())
+        .def(
+            "prefill_audio",
+            [](PyEngine & e, const py::array_t<float, py::array::c_style | py::array::forcecast> & pcm) {
+                if (pcm.ndim() != 1) throw py::value_error("pcm must be 1-D mono float32 samples at 16 kHz");
+                const float * data = pcm.data();
+                const auto n = static_cast<size_t>(pcm.size());
+                py::gil_scoped_release release;
+                return e.get().prefill_audio(data, n);
+            },
+            py::arg("pcm"), "append one user audio clip (16 kHz mono float32); returns the positions added")
         .def(
             "generate",
             [](PyEngine & e, int max_new_tokens, float length_penalty) {
@@ -328,6 +340,60 @@ void bind_llm(py::module_ & m) {
             py::arg("tokens"))
         .def("clear", &omni::Llm::clear, release())
         .def("remove", &omni::Llm::remove, py::arg("p0"), py::arg("p1"), release());
+}
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+py::array_t<float> rows_array(const omni::AudioRows & rows, int width) {
+    return to_array(rows.data, rows.n_rows, width);
+}
+
+void bind_audio(py::module_ & m) {
+    py::class_<omni::AudioEncoder>(m, "AudioEncoder")
+        .def(py::init([](const std::string & path, bool use_gpu, int n_threads) {
+                 py::gil_scoped_release release;
+                 return std::make_unique<omni::AudioEncoder>(omni::AudioEncoderOptions{path, use_gpu, n_threads});
+             }),
+             py::arg("path"), py::kw_only(), py::arg("use_gpu") = false, py::arg("n_threads") = 0)
+        .def_property_readonly("n_embd_out", &omni::AudioEncoder::n_embd_out)
+        .def_property_readonly("backend", &omni::AudioEncoder::backend_name)
+        .def(
+            "mel",
+            [](const omni::AudioEncoder & enc, const FloatArray & pcm) {
+                int n_frames = 0;
+                std::vector<float> mel;
+                {
+                    py::gil_scoped_release release;
+                    mel = enc.mel(pcm.data(), static_cast<size_t>(pcm.size()), &n_frames);
+                }
+                return to_array(mel, static_cast<py::ssize_t>(mel.size() / std::max(n_frames, 1)), n_frames);
+            },
+            py::arg("pcm"), "normalised log-mel (n_mel, frames) of 16 kHz mono float32 PCM")
+        .def(
+            "encode_mel",
+            [](omni::AudioEncoder & enc, const FloatArray & mel) {
+                if (mel.ndim() != 2 || mel.shape(0) != enc.n_mel()) {
+                    throw py::value_error("mel must have shape (" + std::to_string(enc.n_mel()) + ", frames)");
+                }
+                omni::AudioRows rows;
+                {
+                    py::gil_scoped_release release;
+                    rows = enc.encode_mel(mel.data(), static_cast<int>(mel.shape(1)));
+                }
+                return rows_array(rows, enc.n_embd_out());
+            },
+            py::arg("mel"))
+        .def(
+            "encode",
+            [](omni::AudioEncoder & enc, const FloatArray & pcm) {
+                omni::AudioRows rows;
+                {
+                    py::gil_scoped_release release;
+                    rows = enc.encode(pcm.data(), static_cast<size_t>(pcm.size()));
+                }
+                return rows_array(rows, enc.n_embd_out());
+            },
+            py::arg("pcm"), "LLM embedding rows (n, n_embd_out) of 16 kHz mono float32 PCM (10 per second)");
 }
 
 void bind_sampler(py::module_ & m) {
@@ -466,5 +532,6 @@ PYBIND11_MODULE(omni_engine, m) {
     bind_engine(m);
     bind_llm(m);
     bind_sampler(m);
+    bind_audio(m);
     bind_internals(m);
 }

@@ -71,6 +71,20 @@ size_t GgufFile::get_array_size(const std::string & key) const {
     return gguf_get_arr_n(ctx_, key_id(key, GGUF_TYPE_ARRAY));
 }
 
+std::vector<float> GgufFile::get_f32_array(const std::string & key) const {
+    const int64_t id = key_id(key, GGUF_TYPE_ARRAY);
+    if (gguf_get_arr_type(ctx_, id) != GGUF_TYPE_FLOAT32) {
+        fail("metadata key '" + key + "' is an array of " + gguf_type_name(gguf_get_arr_type(ctx_, id)) +
+             ", expected float32");
+    }
+    const auto * data = static_cast<const float *>(gguf_get_arr_data(ctx_, id));
+    return std::vector<float>(data, data + gguf_get_arr_n(ctx_, id));
+}
+
+uint32_t GgufFile::get_u32_or(const std::string & key, uint32_t fallback) const {
+    return has_key(key) ? get_u32(key) : fallback;
+}
+
 bool GgufFile::has_tensor(const std::string & name) const {
     return gguf_find_tensor(ctx_, name.c_str()) >= 0;
 }

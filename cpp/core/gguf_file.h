@@ -32,6 +32,8 @@ public:
     float get_f32(const std::string & key) const;
     bool get_bool(const std::string & key) const;
     size_t get_array_size(const std::string & key) const;
+    std::vector<float> get_f32_array(const std::string & key) const;
+    uint32_t get_u32_or(const std::string & key, uint32_t fallback) const;
 
     bool has_tensor(const std::string & name) const;
     TensorInfo tensor(const std::string & name) const;  // throws naming the missing tensor

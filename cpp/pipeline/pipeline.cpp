@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <future>
 
@@ -33,6 +34,13 @@ int quant_rank(const std::string & name) {
 }
 
 }  // namespace
+
+// The official audio file, or "" when the directory has none (the audio stage is optional).
+std::string find_audio_file(const std::string & model_dir) {
+    const fs::path path = fs::path(model_dir) / "audio" / "MiniCPM-o-4_5-audio-F16.gguf";
+    std::error_code ec;
+    return fs::is_regular_file(path, ec) ? path.string() : "";
+}
 
 std::string find_llm_file(const std::string & model_dir) {
     std::error_code ec;
@@ -79,11 +87,24 @@ Pipeline::Pipeline(const EngineOptions & options) : options_(options) {
                        llm_->n_layer(),
                        llm_->n_ctx(),
                        llm_->n_ctx_train(),
-                       primary_backend_name(options.n_gpu_layers)};
+                       primary_backend_name(options.n_gpu_layers),
+                       ""};
+    load_audio_stage(options);
     log_message(LogLevel::info, "LLM loaded from " + info_.llm_path + " in " +
                                     std::to_string(static_cast<int>(now_ms() - t0)) + " ms (backend " + info_.backend +
                                     ")");
     llm_thread_ = std::thread([this] { llm_thread_main(); });
+}
+
+void Pipeline::load_audio_stage(const EngineOptions & options) {
+    const std::string path = options.model_dir.empty() ? "" : find_audio_file(options.model_dir);
+    if (path.empty()) return;
+    audio_ = std::make_unique<AudioEncoder>(AudioEncoderOptions{path, options.n_gpu_layers != 0, options.n_threads});
+    if (audio_->n_embd_out() != llm_->n_embd()) {
+        throw ModelFileError(path + ": the audio projector outputs " + std::to_string(audio_->n_embd_out()) +
+                             " values per row but the LLM expects " + std::to_string(llm_->n_embd()));
+    }
+    info_.audio_path = path;
 }
 
 Pipeline::~Pipeline() {
@@ -194,13 +215,50 @@ void Pipeline::eval_text(const std::string & text, bool parse_special, std::vect
     n_past_ = llm_->n_past();
 }
 
+void Pipeline::require_idle_session() {
+    std::lock_guard<std::mutex> lock(control_mutex_);
+    if (!has_session_) throw StateError("no session: call start_session first");
+    if (turn_active_) throw BusyError("an answer is being generated; stop it or wait before adding input");
+}
+
+void Pipeline::eval_rows(const std::vector<float> & rows, int n_rows) {
+    ensure_room(n_rows);
+    llm_->eval_embeddings(rows.data(), n_rows);
+    context_.insert(context_.end(), static_cast<size_t>(n_rows), -1);
+    n_past_ = llm_->n_past();
+}
+
+int Pipeline::prefill_audio(const float * pcm, size_t n_samples) {
+    if (!audio_)
+        throw StateError(
+            "audio input needs the audio encoder (audio/MiniCPM-o-4_5-audio-F16.gguf), which this model directory does "
+            "not have");
+    if (n_samples == 0) throw StateError("audio is empty");
+    for (size_t i = 0; i < n_samples; ++i) {
+        if (!std::isfinite(pcm[i]))
+            throw StateError("audio contains NaN or infinite samples (first at sample " + std::to_string(i) + ")");
+    }
+    require_idle_session();
+    return call_on_llm([&] {
+        const double t0 = now_ms();
+        const AudioRows rows = audio_->encode(pcm, n_samples);
+        const int before = llm_->n_past();
+        const std::vector<Token> open = llm_->tokenize(kAudioStart, true);
+        const std::vector<Token> close = llm_->tokenize(kAudioEnd, true);
+        ensure_room(static_cast<int>(open.size() + close.size()) + rows.n_rows);
+        eval_text(kAudioStart, true, nullptr);
+        eval_rows(rows.data, rows.n_rows);
+        eval_text(kAudioEnd, true, nullptr);
+        const int added = llm_->n_past() - before;
+        pending_prefill_tokens_ += added;
+        pending_prefill_ms_ += now_ms() - t0;
+        return added;
+    });
+}
+
 int Pipeline::prefill_text(const std::string & text) {
     if (text.empty()) throw StateError("text is empty");
-    {
-        std::lock_guard<std::mutex> lock(control_mutex_);
-        if (!has_session_) throw StateError("no session: call start_session first");
-        if (turn_active_) throw BusyError("an answer is being generated; stop it or wait before adding input");
-    }
+    require_idle_session();
     return call_on_llm([&] {
         const double t0 = now_ms();
         const int before = llm_->n_past();

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "audio/audio_encoder.h"
 #include "llm/chat_format.h"
 #include "llm/llm.h"
 #include "llm/sampler.h"
@@ -50,6 +51,7 @@ struct EngineInfo {
     int n_ctx = 0;
     int n_ctx_train = 0;
     std::string backend;
+    std::string audio_path;  // "" when the model directory has no audio encoder
 };
 
 enum class PipelineState { no_session, idle, generating };
@@ -68,6 +70,10 @@ public:
     void start_session(const SessionOptions & options, EventCallback callback);
     // Appends typed user text to the current user turn; returns the number of tokens added.
     int prefill_text(const std::string & text);
+    // Appends one user audio clip (16 kHz mono float32) as <|audio_start|> rows <|audio_end|>; returns the
+    // number of positions added. StateError without the audio stage, for empty or non-finite audio.
+    int prefill_audio(const float * pcm, size_t n_samples);
+    bool has_audio() const { return audio_ != nullptr; }
     // Starts one answer on the LLM thread and returns its turn id at once. max_new_tokens <= 0 and
     // length_penalty <= 0 mean the session's values.
     int generate(int max_new_tokens = -1, float length_penalty = -1.0f);
@@ -102,8 +108,11 @@ private:
     auto call_on_llm(F && fn) -> decltype(fn());
 
     void resolve_special_tokens();
+    void load_audio_stage(const EngineOptions & options);
     void prefill_system_prompt();
     void eval_text(const std::string & text, bool parse_special, std::vector<float> * logits);
+    void eval_rows(const std::vector<float> & rows, int n_rows);
+    void require_idle_session();
     void ensure_room(int n_new);
     void slide_window();
     void run_turn(int turn, int max_new_tokens, float length_penalty, double t_generate);
@@ -119,6 +128,7 @@ private:
     EngineOptions options_;
     EngineInfo info_;
     std::unique_ptr<Llm> llm_;
+    std::unique_ptr<AudioEncoder> audio_;
     SpecialTokens special_;
 
     // Touched only on the LLM thread (or before it starts / after it ends).
