@@ -224,12 +224,20 @@ void bind_engine(py::module_ & m) {
                                })
         .def(
             "start_session",
-            [](PyEngine & e, const omni::SessionOptions & options, py::function on_event) {
+            [](PyEngine & e, const omni::SessionOptions & options, py::function on_event, py::object ref_audio) {
+                std::vector<float> voice;
+                if (!ref_audio.is_none()) {
+                    const auto pcm = ref_audio.cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+                    if (pcm.ndim() != 1) throw py::value_error("ref_audio must be 1-D mono float32 samples at 16 kHz");
+                    voice.assign(pcm.data(), pcm.data() + pcm.size());
+                    if (voice.empty()) throw omni::StateError("the reference voice is empty");
+                }
                 omni::EventCallback callback = make_event_callback(std::move(on_event));
                 py::gil_scoped_release release;
-                e.get().start_session(options, std::move(callback));
+                e.get().start_session(options, std::move(callback), voice);
             },
-            py::arg("options"), py::arg("on_event"))
+            py::arg("options"), py::arg("on_event"), py::arg("ref_audio") = py::none(),
+            "start a conversation; ref_audio: optional reference voice (16 kHz mono float32) for the system prompt")
         .def(
             "prefill_text", [](PyEngine & e, const std::string & text) { return e.get().prefill_text(text); },
             py::arg("text"), release())

@@ -109,7 +109,7 @@ Llm::Llm(const LlmOptions & options) : path_(options.path) {
                           "; too little memory?)");
     }
     n_ctx_ = static_cast<int>(llama_n_ctx(ctx_));
-    n_batch_ = options.n_batch;
+    n_batch_ = static_cast<int>(llama_n_batch(ctx_));  // llama.cpp caps n_batch at n_ctx
     llama_set_abort_callback(ctx_, llm_abort_requested, this);
 }
 

@@ -167,8 +167,25 @@ PipelineState Pipeline::state() const {
     return turn_active_ ? PipelineState::generating : PipelineState::idle;
 }
 
-void Pipeline::start_session(const SessionOptions & options, EventCallback callback) {
+void Pipeline::check_audio(const float * pcm, size_t n_samples, const char * what) const {
+    if (!audio_) {
+        throw StateError(std::string(what) +
+                         " needs the audio encoder (audio/MiniCPM-o-4_5-audio-F16.gguf), which this model directory "
+                         "does not have");
+    }
+    if (n_samples == 0) throw StateError(std::string(what) + " is empty");
+    for (size_t i = 0; i < n_samples; ++i) {
+        if (!std::isfinite(pcm[i])) {
+            throw StateError(std::string(what) + " contains NaN or infinite samples (first at sample " +
+                             std::to_string(i) + ")");
+        }
+    }
+}
+
+void Pipeline::start_session(const SessionOptions & options, EventCallback callback,
+                             const std::vector<float> & ref_audio) {
     require_not_dispatcher("start_session");
+    if (!ref_audio.empty()) check_audio(ref_audio.data(), ref_audio.size(), "the reference voice");
     Session session{options, parse_media_type(options.media_type), parse_language(options.language)};
     if (options.duplex) throw StateError("duplex mode is not available yet (this build supports simplex only)");
     validate(options.sampling);
@@ -189,18 +206,35 @@ void Pipeline::start_session(const SessionOptions & options, EventCallback callb
     call_on_llm([&] {
         session_ = session;
         sampler_ = std::make_unique<Sampler>(options.sampling);
-        prefill_system_prompt();
+        prefill_system_prompt(ref_audio);
     });
     std::lock_guard<std::mutex> lock(control_mutex_);
     has_session_ = true;
 }
 
-void Pipeline::prefill_system_prompt() {
+void Pipeline::prefill_system_prompt(const std::vector<float> & ref_audio) {
     llm_->clear();
     context_.clear();
     round_starts_.clear();
+    n_keep_ = 0;
     const SystemPrompt prompt = simplex_system_prompt(session_->media, session_->language);
-    eval_text(prompt.text_only, true, nullptr);
+    prefilling_system_ = true;
+    try {
+        if (ref_audio.empty()) {
+            eval_text(prompt.text_only, true, nullptr);
+        } else {
+            const AudioRows voice = audio_->encode(ref_audio.data(), ref_audio.size());
+            eval_text(prompt.prefix, true, nullptr);
+            eval_rows(voice.data, voice.n_rows);
+            eval_text(prompt.suffix, true, nullptr);
+        }
+    } catch (...) {
+        prefilling_system_ = false;
+        llm_->clear();
+        context_.clear();
+        throw;
+    }
+    prefilling_system_ = false;
     n_keep_ = llm_->n_past();
     open_round_start_ = llm_->n_past();
     pending_prefill_tokens_ = 0;
@@ -229,15 +263,7 @@ void Pipeline::eval_rows(const std::vector<float> & rows, int n_rows) {
 }
 
 int Pipeline::prefill_audio(const float * pcm, size_t n_samples) {
-    if (!audio_)
-        throw StateError(
-            "audio input needs the audio encoder (audio/MiniCPM-o-4_5-audio-F16.gguf), which this model directory does "
-            "not have");
-    if (n_samples == 0) throw StateError("audio is empty");
-    for (size_t i = 0; i < n_samples; ++i) {
-        if (!std::isfinite(pcm[i]))
-            throw StateError("audio contains NaN or infinite samples (first at sample " + std::to_string(i) + ")");
-    }
+    check_audio(pcm, n_samples, "audio");
     require_idle_session();
     return call_on_llm([&] {
         const double t0 = now_ms();
@@ -348,6 +374,10 @@ std::vector<Token> Pipeline::context_tokens() {
 
 void Pipeline::ensure_room(int n_new) {
     if (llm_->n_past() + n_new <= llm_->n_ctx()) return;
+    if (prefilling_system_) {
+        throw ContextFullError("the system prompt does not fit the context (n_ctx " + std::to_string(llm_->n_ctx()) +
+                               "): use a shorter reference voice or a larger n_ctx");
+    }
     slide_window();
     if (llm_->n_past() + n_new > llm_->n_ctx()) {
         throw ContextFullError("the input of " + std::to_string(n_new) + " tokens does not fit the context (n_ctx " +

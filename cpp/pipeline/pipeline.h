@@ -67,7 +67,10 @@ public:
     Pipeline & operator=(const Pipeline &) = delete;
 
     // Ends any turn, clears the conversation and prefills the system prompt.
-    void start_session(const SessionOptions & options, EventCallback callback);
+    // ref_audio: an optional reference voice (16 kHz mono float32) placed in the system prompt (pipeline.md §3.1);
+    // without one the documented text-only system prompt is used.
+    void start_session(const SessionOptions & options, EventCallback callback,
+                       const std::vector<float> & ref_audio = {});
     // Appends typed user text to the current user turn; returns the number of tokens added.
     int prefill_text(const std::string & text);
     // Appends one user audio clip (16 kHz mono float32) as <|audio_start|> rows <|audio_end|>; returns the
@@ -109,7 +112,8 @@ private:
 
     void resolve_special_tokens();
     void load_audio_stage(const EngineOptions & options);
-    void prefill_system_prompt();
+    void prefill_system_prompt(const std::vector<float> & ref_audio);
+    void check_audio(const float * pcm, size_t n_samples, const char * what) const;
     void eval_text(const std::string & text, bool parse_special, std::vector<float> * logits);
     void eval_rows(const std::vector<float> & rows, int n_rows);
     void require_idle_session();
@@ -137,6 +141,7 @@ private:
     std::vector<Token> context_;     // mirror of the KV cache; embedding rows are -1
     std::vector<int> round_starts_;  // starts of completed rounds after the system prompt
     int open_round_start_ = 0;
+    bool prefilling_system_ = false;  // the window must not slide into a half-written system prompt
     int pending_prefill_tokens_ = 0;
     double pending_prefill_ms_ = 0.0;
 

@@ -100,3 +100,43 @@ def test_broken_audio_file_names_the_file(tmp_path: Path, tiny_llm_path: Path) -
     broken.write_bytes(b"GGUF garbage")
     with pytest.raises(oe.ModelFileError, match="MiniCPM-o-4_5-audio-F16.gguf"):
         make_engine(tmp_path, n_ctx=512)
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_reference_voice_goes_into_the_system_prompt(engine: oe.Engine, llm: oe.Llm, language: str) -> None:
+    log = EventLog()
+    engine.start_session(oe.SessionOptions(language=language, sampling=GREEDY), log, ref_audio=tone(6.016))
+    prompt = oe.internals.system_prompt("audio", language)
+    prefix = llm.tokenize(prompt["prefix"])
+    suffix = llm.tokenize(prompt["suffix"])
+    expected = prefix + [-1] * 61 + suffix  # 6.016 s -> 61 rows (pipeline.md §4.1 table)
+    assert engine.context_tokens() == expected
+    assert engine.n_keep == len(expected)
+    assert prefix[-1] == AUDIO_START and suffix[0] == AUDIO_END
+    engine.prefill_text("hello")
+    engine.generate(max_new_tokens=3)
+    engine.wait(30.0)
+    engine.reset()
+    assert engine.context_tokens() == expected  # reset keeps the voice
+
+
+def test_reference_voice_errors(engine: oe.Engine, tiny_model_dir: Path) -> None:
+    with pytest.raises(oe.StateError, match="reference voice is empty"):
+        engine.start_session(oe.SessionOptions(), EventLog(), ref_audio=np.zeros(0, dtype=np.float32))
+    with pytest.raises(oe.StateError, match="reference voice contains NaN"):
+        engine.start_session(
+            oe.SessionOptions(), EventLog(), ref_audio=np.full(100, np.nan, dtype=np.float32)
+        )
+    with make_engine(tiny_model_dir, n_ctx=96) as small:
+        with pytest.raises(oe.ContextFullError, match="system prompt does not fit"):
+            small.start_session(oe.SessionOptions(), EventLog(), ref_audio=tone(30.0))  # 300 rows
+        assert small.state == "no_session"
+        small.start_session(oe.SessionOptions(language="en", media_type="omni"), EventLog())
+        assert small.state == "idle"
+
+
+def test_reference_voice_needs_the_audio_stage(tmp_path: Path, tiny_llm_path: Path) -> None:
+    shutil.copy(tiny_llm_path, tmp_path / tiny_llm_path.name)
+    with make_engine(tmp_path, n_ctx=512) as eng:
+        with pytest.raises(oe.StateError, match="reference voice needs the audio encoder"):
+            eng.start_session(oe.SessionOptions(), EventLog(), ref_audio=tone(1.0))

@@ -79,3 +79,13 @@ def test_llm_preference_q4km_over_f16(tmp_path: Path, tiny_llm_path: Path) -> No
     # The preferred quantisation is chosen, so its error surfaces (instead of silently using F16).
     with pytest.raises(oe.ModelFileError, match="Q4_K_M"):
         open_engine(tmp_path)
+
+
+def test_small_context_with_a_long_prefill_raises_instead_of_aborting(tiny_model_dir: Path) -> None:
+    # llama.cpp caps n_batch at n_ctx; batches larger than that used to abort the process.
+    eng = oe.Engine(oe.EngineOptions(model_dir=str(tiny_model_dir), n_ctx=96, n_batch=512, n_gpu_layers=0))
+    eng.start_session(oe.SessionOptions(language="en", media_type="omni"), lambda event: None)
+    eng.prefill_text("x " * 40)
+    with pytest.raises(oe.ContextFullError):
+        eng.prefill_text("word " * 200)
+    eng.close()
