@@ -239,6 +239,37 @@ def bench_llm(args: argparse.Namespace, llm_path: str, metrics: Metrics) -> str:
     return text
 
 
+AUDIO_BENCH_SECONDS = 10.0
+
+
+def bench_audio(args: argparse.Namespace, model_dir: Path, metrics: Metrics) -> None:
+    """The audio stage alone on 10 s of a synthetic signal: mel frontend and encoder+projector+pool."""
+    import numpy as np
+
+    import omni_engine as oe
+
+    path = model_dir / "audio" / "MiniCPM-o-4_5-audio-F16.gguf"
+    if not path.is_file():
+        return
+    start = time.perf_counter()
+    encoder = oe.AudioEncoder(str(path), use_gpu=args.n_gpu_layers != 0, n_threads=args.threads)
+    metrics.add("audio_load_s", "s", "AudioEncoder() construction", time.perf_counter() - start)
+    t = np.arange(int(AUDIO_BENCH_SECONDS * 16000)) / 16000
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    encoder.encode(pcm)  # warm-up
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        mel = encoder.mel(pcm)
+        mel_s = time.perf_counter() - start
+        start = time.perf_counter()
+        encoder.encode_mel(mel)
+        encode_s = time.perf_counter() - start
+        per_second = 1e3 / AUDIO_BENCH_SECONDS
+        metrics.add("audio_mel_ms_per_s", "ms", "mel frontend, per second of audio", mel_s * per_second)
+        label = "encoder+projector+pool, per second of audio"
+        metrics.add("audio_encoder_ms_per_s", "ms", label, encode_s * per_second)
+
+
 def prefill_and_decode(llm: Any, prompt: list[int], steps: int) -> tuple[float, float]:
     llm.clear()
     start = time.perf_counter()
@@ -307,6 +338,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     metrics = Metrics()
     text = bench_llm(args, str(llm_path), metrics)
     info = bench_engine(args, model_dir, text, metrics)
+    bench_audio(args, model_dir, metrics)
     metrics.add("peak_rss_mb", "MB", "peak resident memory of this process", peak_rss_mb())
     if Path(info["llm_path"]).resolve() != llm_path.resolve():
         print(
