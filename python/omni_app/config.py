@@ -11,7 +11,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,8 @@ from typing import Any, Literal
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from omni_app.tiny_models import TINY_DEMO_KEY, TINY_DEMO_README
+from omni_app.tiny_models.audio import AudioDims
+from omni_app.tiny_models.audio import tensor_shapes as audio_tensor_shapes
 
 ENV_MODEL_DIR = "OMNI_MODEL_DIR"
 LLM_PREFIX = "MiniCPM-o-4_5-"
@@ -259,10 +261,78 @@ class FileSpec:
     architecture: str | None  # expected general.architecture; None: not checked (token2wav files carry none)
     keys: Mapping[str, GGUFValueType] = field(default_factory=dict)
     tensors: tuple[str, ...] = ()
+    # Further structural checks after keys/tensors: (header, label) -> problem message or None.
+    check: Callable[[GgufHeader, str], str | None] | None = None
 
 
 _U32, _I32, _F32 = GGUFValueType.UINT32, GGUFValueType.INT32, GGUFValueType.FLOAT32
 _STR, _ARR = GGUFValueType.STRING, GGUFValueType.ARRAY
+
+AUDIO_STFT_BINS = 201  # 1 + 400 / 2: the audio file's `n_fft` key holds the bin count, not the FFT size
+AUDIO_DEFAULT_POSITIONS = 1500  # `max_source_positions` when absent: the encoder's K/V cache size
+
+
+def _audio_keys_problem(header: GgufHeader) -> str | None:
+    """Problems with the audio file's keys beyond presence and type (model-files.md §5.2)."""
+    for key in ("n_mel", "n_fft", "max_source_positions"):
+        found = header.fields.get(key)
+        if found is not None and found.type != _U32:
+            return f"key {key!r} has type {found.type.name}, expected UINT32"
+    n_head, d_model = header.value("encoder_attention_heads"), header.value("d_model")
+    if n_head == 0 or d_model % n_head:
+        return f"key 'd_model' ({d_model}) is not a multiple of key 'encoder_attention_heads' ({n_head})"
+    n_layer = header.value("encoder_layers")
+    if not 0 < n_layer <= len(header.tensors):  # the upper bound only guards against absurd values
+        return f"key 'encoder_layers' is {n_layer} (the file has {len(header.tensors)} tensors)"
+    n_bins = header.value("n_fft", AUDIO_STFT_BINS)
+    if n_bins != AUDIO_STFT_BINS:
+        return f"key 'n_fft' is {n_bins}, expected {AUDIO_STFT_BINS} (STFT bins of a 400-point FFT)"
+    filters = header.fields["filters"]
+    expected = header.value("n_mel", 80) * n_bins
+    if filters.item_type != _F32 or len(filters.value) != expected:
+        item_type = filters.item_type.name if filters.item_type is not None else "?"
+        return (
+            f"key 'filters' holds {len(filters.value)} {item_type} values, "
+            f"expected {expected} FLOAT32 values (n_mel x n_fft)"
+        )
+    return None
+
+
+def _check_audio_layout(header: GgufHeader, label: str) -> str | None:
+    """Every tensor of model-files.md §5.3 with its ne; widths not given by keys (FFN, projector, position
+    rows) are taken from the first tensor that carries them and must then agree everywhere."""
+    problem = _audio_keys_problem(header)
+    if problem is not None:
+        return f"{label}: {problem}"
+
+    def extent(name: str, axis: int) -> int:
+        info = header.tensors.get(name)
+        return info.ne[axis] if info is not None and len(info.ne) > axis else -1
+
+    dims = AudioDims(
+        d_model=header.value("d_model"),
+        n_head=header.value("encoder_attention_heads"),
+        n_layer=header.value("encoder_layers"),
+        n_ffn=extent("encoder.blocks.0.mlp.0.weight", 1),
+        n_mel=header.value("n_mel", 80),
+        n_positions=extent("encoder.positional_embedding", 1),
+        projector_hidden=extent("audio_projector.linear1.weight", 1),
+        projector_out=extent("audio_projector.linear2.weight", 1),
+    )
+    for name, (shape, _) in audio_tensor_shapes(dims).items():
+        info = header.tensors.get(name)
+        if info is None:
+            return f"{label}: required tensor {name!r} is missing"
+        if info.ne != tuple(reversed(shape)):
+            return f"{label}: tensor {name!r} has ne {info.ne}, expected {tuple(reversed(shape))}"
+    n_positions = header.value("max_source_positions", AUDIO_DEFAULT_POSITIONS)
+    if dims.n_positions < n_positions:
+        return (
+            f"{label}: tensor 'encoder.positional_embedding' has {dims.n_positions} rows, fewer than the "
+            f"{n_positions} encoder positions"
+        )
+    return None
+
 
 LLM_SPEC = FileSpec(
     "llm",
@@ -300,6 +370,7 @@ FILE_SPECS: tuple[FileSpec, ...] = (
         "whisper",
         {"encoder_attention_heads": _U32, "encoder_layers": _U32, "d_model": _U32, "filters": _ARR},
         ("encoder.conv1.weight", "audio_projector.linear2.weight"),
+        check=_check_audio_layout,
     ),
     FileSpec(
         "tts",
@@ -526,7 +597,7 @@ def check_gguf_file(path: Path, spec: FileSpec, label: str) -> str | None:
     for tensor in spec.tensors:
         if tensor not in header.tensors:
             return f"{label}: required tensor {tensor!r} is missing"
-    return None
+    return spec.check(header, label) if spec.check is not None else None
 
 
 def _check_one(root: Path, spec: FileSpec) -> FileStatus:

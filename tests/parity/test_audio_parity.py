@@ -1,0 +1,105 @@
+"""The audio stage (`omni_engine.AudioEncoder`) against its references on the tiny audio file:
+- mel frontend vs a NumPy implementation of pipeline.md §4.1 (tests/audio_reference.py, itself checked
+  against librosa in test_mel_reference.py): rel <= 1e-4;
+- encoder + projector + AvgPool(5) vs the PyTorch model of the same architecture (transformers Whisper
+  encoder layers, exact GELU) holding the same weights, fed the same mel: rel <= 1e-3.
+Error measure: ||engine - reference||_2 / ||reference||_2 over the whole output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audio_reference import (
+    audio_rows,
+    mel_filters_from_gguf,
+    reference_audio_embeddings,
+    reference_audio_model,
+)
+from audio_reference import reference_mel as reference_mel_of
+
+import omni_engine
+
+MEL_TOLERANCE = 1e-4
+ENCODER_TOLERANCE = 1e-3
+N_GPU_LAYERS = int(os.environ.get("OMNI_TEST_N_GPU_LAYERS", "0"))
+RATE = 16000
+
+
+def rel_error(ours: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
+
+
+def signal(kind: str, seconds: float, seed: int = 0) -> np.ndarray:
+    n = int(round(seconds * RATE))
+    t = np.arange(n) / RATE
+    rng = np.random.default_rng(seed)
+    if kind == "tone":
+        x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)
+    elif kind == "chirp":
+        x = 0.5 * np.sin(2 * np.pi * (100 + 1900 * t / max(seconds, 1e-3)) * t)
+    elif kind == "noise":
+        x = 0.2 * rng.standard_normal(n)
+    else:  # bursts of noise in silence, like syllables
+        x = 0.3 * rng.standard_normal(n) * (np.sin(2 * np.pi * 4 * t) > 0.3)
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def audio_path(tiny_model_dir: Path) -> Path:
+    return tiny_model_dir / "audio" / "MiniCPM-o-4_5-audio-F16.gguf"
+
+
+@pytest.fixture(scope="module")
+def encoder(audio_path: Path) -> omni_engine.AudioEncoder:
+    return omni_engine.AudioEncoder(str(audio_path), use_gpu=N_GPU_LAYERS != 0, n_threads=2)
+
+
+@pytest.fixture(scope="module")
+def reference(audio_path: Path):
+    return reference_audio_model(audio_path)
+
+
+@pytest.fixture(scope="module")
+def filters(audio_path: Path) -> np.ndarray:
+    return mel_filters_from_gguf(audio_path)
+
+
+@pytest.mark.parametrize("kind", ["tone", "chirp", "noise", "bursts"])
+@pytest.mark.parametrize("seconds", [0.05, 1.0, 6.016, 10.0, 12345 / RATE])
+def test_mel_matches_reference(encoder, filters, kind: str, seconds: float) -> None:
+    pcm = signal(kind, seconds)
+    ours = encoder.mel(pcm)
+    ref = reference_mel_of(pcm.astype(np.float64), filters)
+    assert ours.shape == ref.shape
+    error = rel_error(ours, ref)
+    assert error <= MEL_TOLERANCE, f"mel rel error {error:.3e}"
+
+
+@pytest.mark.parametrize("seconds", [0.05, 1.0, 6.0, 10.0])
+def test_encoder_matches_pytorch(encoder, reference, filters, seconds: float) -> None:
+    mel = reference_mel_of(signal("bursts", seconds).astype(np.float64), filters).astype(np.float32)
+    ours = encoder.encode_mel(mel)
+    ref = reference_audio_embeddings(reference, mel)
+    assert ours.shape == ref.shape == (audio_rows(mel.shape[1]), encoder.n_embd_out)
+    error = rel_error(ours, ref)
+    assert error <= ENCODER_TOLERANCE, f"encoder rel error {error:.3e} over {ours.shape[0]} rows"
+
+
+@pytest.mark.parametrize(("seconds", "rows"), [(0.05, 1), (1.0, 10), (6.016, 61), (10.0, 100)])
+def test_rows_per_second_follow_the_reference_table(encoder, seconds: float, rows: int) -> None:
+    assert encoder.encode(signal("tone", seconds)).shape == (rows, encoder.n_embd_out)
+
+
+def test_whole_clip_equals_pytorch_from_pcm(encoder, reference, filters) -> None:
+    pcm = signal("chirp", 3.3)
+    mel = reference_mel_of(pcm.astype(np.float64), filters).astype(np.float32)
+    ref = reference_audio_embeddings(reference, mel)
+    assert rel_error(encoder.encode(pcm), ref) <= ENCODER_TOLERANCE
+
+
+def test_wrong_mel_shape_is_refused(encoder) -> None:
+    with pytest.raises(ValueError, match=r"mel must have shape \(80, frames\)"):
+        encoder.encode_mel(np.zeros((40, 100), dtype=np.float32))
