@@ -7,7 +7,7 @@ import { base64ToBytes, pcm16Base64ToFloat32, recordingToBase64Wav } from "./wav
 const HEALTH_POLL_MS = 5000;
 const HEALTH_POLL_LOADING_MS = 1000;
 const BREAK_GRACE_MS = 5000;
-const MAX_RECORDING_S = 120;
+const MAX_RECORDING_S = 60; // the server's default --max-audio-seconds
 const MIN_RECORDING_S = 0.3;
 const SETTINGS_KEY = "omni-app.settings";
 
@@ -696,7 +696,7 @@ async function finishRecording() {
     return;
   }
   if (state.turn) await state.turn.finished; // a barged-in answer is still closing
-  const entry = addEntry("user", `Voice message · ${wav.seconds.toFixed(1)} s`);
+  const entry = addEntry("user", `🎙 voice message (${wav.seconds.toFixed(1)} s)`);
   const clip = document.createElement("audio");
   clip.controls = true;
   clip.src = URL.createObjectURL(new Blob([base64ToBytes(wav.base64)], { type: "audio/wav" }));

@@ -45,6 +45,12 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--threads", type=int, default=0, help="CPU threads (0 = auto)")
     serve.add_argument("--max-body-mb", type=_positive_float, default=32.0, help="request body limit (MB)")
+    serve.add_argument(
+        "--max-audio-seconds",
+        type=_positive_float,
+        default=60.0,
+        help="longest audio clip one prefill accepts (longer: 413)",
+    )
     serve.add_argument("--language", choices=["zh", "en"], default="zh", help="default prompt language")
     serve.add_argument(
         "--session-idle-timeout",

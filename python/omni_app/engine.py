@@ -25,6 +25,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger("omni_app.engine")
 engine_log = logging.getLogger("omni_engine")
 
@@ -73,6 +75,10 @@ class FeatureUnavailableError(OmniAppError):
 
 class ContextFullError(OmniAppError):
     """The input does not fit the LLM context."""
+
+
+class InvalidInputError(OmniAppError):
+    """The engine refused the input itself (e.g. empty audio or NaN samples)."""
 
 
 def import_engine_module() -> ModuleType:
@@ -172,6 +178,18 @@ def describe_session_options(options: Any) -> dict[str, Any]:
         "max_new_tokens": options.max_new_tokens,
         "sampling": {name: getattr(options.sampling, name) for name in SAMPLING_FIELDS},
     }
+
+
+@dataclass(frozen=True)
+class PrefillResult:
+    """What one prefill added to the context."""
+
+    n_audio_positions: int = 0
+    n_text_tokens: int = 0
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_audio_positions + self.n_text_tokens
 
 
 @dataclass
@@ -322,14 +340,27 @@ class OmniEngine:
 
     # ----- conversation ------------------------------------------------------------------------------
     async def prefill_text(self, text: str) -> int:
+        return (await self.prefill(text=text)).n_tokens
+
+    async def prefill(self, text: str = "", pcm: np.ndarray | None = None) -> PrefillResult:
+        """Add audio (1-D float32, 16 kHz mono) and then text to the current user turn, as one step that no
+        other request can interleave with. Counts as one prefill if anything was added."""
         engine = self._require_session()
         self._refuse_while_generating("add input")
         async with self._session_lock:
             self._refuse_while_generating("add input")
             await self._settle(engine)
-            n_tokens = await self._call(engine.prefill_text, text)
-            self.prefill_count += 1
-            return n_tokens
+            n_audio = n_text = 0
+            try:
+                if pcm is not None:
+                    samples = np.ascontiguousarray(pcm, dtype=np.float32)
+                    n_audio = await self._call(engine.prefill_audio, samples, state_error=self._audio_error())
+                if text or pcm is None:
+                    n_text = await self._call(engine.prefill_text, text)
+            finally:
+                if n_audio or n_text:
+                    self.prefill_count += 1
+            return PrefillResult(n_audio, n_text)
 
     async def begin_turn(
         self, max_new_tokens: int | None = None, length_penalty: float | None = None
@@ -393,7 +424,16 @@ class OmniEngine:
             log.debug("engine still finishing the previous turn; waiting")
             await asyncio.to_thread(engine.wait, self._turn_end_timeout_s)
 
-    async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
+    def _audio_error(self) -> type[OmniAppError]:
+        """What a StateError of prefill_audio means: no audio stage, or audio the engine refuses."""
+        return InvalidInputError if self.stages().get("audio") else FeatureUnavailableError
+
+    async def _call(
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        state_error: type[OmniAppError] = NoSessionError,
+    ) -> Any:
         module = self.module()
         context_full = getattr(module, "ContextFullError", ())  # a StateError subclass
         try:
@@ -403,7 +443,7 @@ class OmniEngine:
         except module.BusyError as exc:
             raise BusyError(str(exc)) from exc
         except module.StateError as exc:
-            raise NoSessionError(str(exc)) from exc
+            raise state_error(str(exc)) from exc
 
     def _require_engine(self) -> Any:
         if self._engine is None:

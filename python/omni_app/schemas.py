@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MediaTypeName = Literal["audio", "omni"]
 MEDIA_TYPE_CODES: dict[str, int] = {"audio": 1, "omni": 2}
 _MEDIA_TYPE_ALIASES: dict[str, str] = {"audio": "audio", "omni": "omni", "video": "omni"}
+SAMPLE_RATE_IN = 16000
 SAMPLE_RATE_OUT = 24000
 MS_PER_SPEECH_TOKEN = 40
 DoneReason = Literal["eos", "max_tokens", "stop", "break", "context_full", "error"]
@@ -85,7 +86,12 @@ class InitRequest(ClientRequest):
 
 class PrefillRequest(ClientRequest):
     audio: str | None = Field(
-        None, description="Base64 audio (WAV or any common format; needs the audio stage)."
+        None,
+        description=(
+            "Base64 of a sound file soundfile reads (WAV, FLAC, OGG, ...; any rate and channel count: "
+            "downmixed and resampled to 16 kHz) or of raw little-endian float32 16 kHz mono samples. "
+            "Needs the audio stage; at most --max-audio-seconds long. Added before `text`."
+        ),
     )
     image: str | None = Field(None, description="Base64 encoded image (PNG/JPEG; needs the vision stage).")
     text: str | None = Field(None, description="Typed user text, appended to the current user turn.")
@@ -169,7 +175,12 @@ class InitResponse(BaseModel):
 class PrefillResponse(BaseModel):
     success: Literal[True] = True
     index: int = Field(description="1-based number of this prefill in the conversation (0 = system prompt).")
-    n_tokens: int = Field(description="Tokens/rows added to the context.")
+    n_tokens: int = Field(description="Tokens/rows added to the context (audio positions + text tokens).")
+    n_audio_positions: int = Field(
+        0, description="Positions of the audio: <|audio_start|>, 10 rows per second, <|audio_end|>."
+    )
+    n_text_tokens: int = Field(0, description="Tokens of the text.")
+    audio_seconds: float | None = Field(None, description="Length of the decoded audio (16 kHz), if any.")
 
 
 class ControlResponse(BaseModel):

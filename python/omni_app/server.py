@@ -9,6 +9,7 @@ meanings; ``reset`` resets every stage; bodies are size-limited; the server bind
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
 import logging
@@ -36,12 +37,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import omni_app
 from omni_app import schemas
+from omni_app.audio import AudioDecodeError, AudioTooLongError, decode_audio
+from omni_app.audio import warm_up as warm_up_audio_decoder
 from omni_app.engine import (
     BusyError,
     ContextFullError,
     EngineConfig,
     EngineUnavailableError,
     FeatureUnavailableError,
+    InvalidInputError,
     ModelLoadError,
     NoSessionError,
     NotInitializedError,
@@ -58,13 +62,17 @@ log = logging.getLogger("omni_app.server")
 SSE_SEP = "\n"
 SSE_PING_S = 15
 CLIENT_HEADER = "X-Omni-Client"
-AUDIO_STAGE_MISSING = "audio input needs the audio encoder stage, which this build/model does not provide yet"
+AUDIO_STAGE_MISSING = (
+    "audio input needs the audio encoder stage, which this model directory does not provide "
+    "(audio/MiniCPM-o-4_5-audio-F16.gguf is missing)"
+)
 IMAGE_STAGE_MISSING = (
     "image input needs the vision encoder stage, which this build/model does not provide yet"
 )
 ERROR_STATUS: dict[type[OmniAppError], int] = {
     NotInitializedError: 400,
     NoSessionError: 400,
+    InvalidInputError: 400,
     BusyError: 409,
     ContextFullError: 413,
     FeatureUnavailableError: 501,
@@ -85,6 +93,7 @@ class ServerSettings:
     n_threads: int = 0
     llm_file: str = ""
     max_body_mb: float = 32.0
+    max_audio_seconds: float = 60.0
     session_idle_timeout_s: float = 120.0
     open_browser: bool = False
     tiny_demo: bool = False
@@ -409,6 +418,9 @@ async def init_sys_prompt(
     except BaseException:
         state.ownership.release()
         raise
+    if loaded_now and state.engine.stages().get("audio"):
+        # librosa's first resample takes seconds (imports); pay that now rather than in the first voice turn
+        threading.Thread(target=warm_up_audio_decoder, name="audio-decoder-warm-up", daemon=True).start()
     status = state.engine.status()
     sampling = actual["sampling"]
     return schemas.InitResponse(
@@ -446,7 +458,9 @@ async def streaming_prefill(
     x_omni_client: ClientHeader = None,
     body: Annotated[schemas.PrefillRequest | None, Body()] = None,
 ) -> schemas.PrefillResponse:
-    """Add user input (``text``; ``audio``/``image`` once those stages exist) to the current user turn."""
+    """Add user input to the current user turn: ``audio`` first, then ``text`` (``image`` needs the vision
+    stage, which does not exist yet). Audio is base64 of a sound file (WAV, FLAC, OGG, ...: any rate and
+    channel count) or of raw float32 16 kHz mono samples."""
     state = get_state(request)
     body = body or schemas.PrefillRequest()
     audio = _decode_base64_field("audio", body.audio)
@@ -457,10 +471,29 @@ async def streaming_prefill(
         raise HTTPException(400, "empty prefill: give at least one of audio, image or text")
     if image is not None:
         raise FeatureUnavailableError(IMAGE_STAGE_MISSING)
+    pcm = None
     if audio is not None:
-        raise FeatureUnavailableError(AUDIO_STAGE_MISSING)
-    n_tokens = await engine.prefill_text(body.text or "")
-    return schemas.PrefillResponse(index=engine.prefill_count, n_tokens=n_tokens)
+        if not engine.stages().get("audio"):
+            raise FeatureUnavailableError(AUDIO_STAGE_MISSING)
+        pcm = await _decode_audio_field(audio, state.settings.max_audio_seconds)
+    result = await engine.prefill(body.text or "", pcm)
+    return schemas.PrefillResponse(
+        index=engine.prefill_count,
+        n_tokens=result.n_tokens,
+        n_audio_positions=result.n_audio_positions,
+        n_text_tokens=result.n_text_tokens,
+        audio_seconds=None if pcm is None else round(pcm.size / schemas.SAMPLE_RATE_IN, 3),
+    )
+
+
+async def _decode_audio_field(data: bytes, max_seconds: float) -> np.ndarray:
+    """Decode off the event loop; a bad clip is 400 (413 if too long) with the decoder's message."""
+    try:
+        return await asyncio.to_thread(decode_audio, data, max_seconds)
+    except AudioTooLongError as exc:
+        raise HTTPException(413, str(exc)) from exc
+    except AudioDecodeError as exc:
+        raise HTTPException(400, str(exc)) from exc
 
 
 def _decode_base64_field(name: str, value: str | None) -> bytes | None:
@@ -640,6 +673,7 @@ def settings_from_args(args: argparse.Namespace, model_dir: Path, tiny_demo: boo
         n_threads=args.threads,
         llm_file=args.llm_file,
         max_body_mb=args.max_body_mb,
+        max_audio_seconds=args.max_audio_seconds,
         session_idle_timeout_s=args.session_idle_timeout,
         open_browser=args.open_browser,
         tiny_demo=tiny_demo,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import httpx
 import omni_app
 
 CLIENT_ID = "pytest"
+GREEDY = {"media_type": 1, "duplex_mode": False, "language": "en", "temperature": 0, "seed": 1}
 START_TIMEOUT_S = 60.0
 
 
@@ -143,3 +145,47 @@ class SseReader:
     @property
     def last_line(self) -> str:
         return [line for line in self.lines if line != ""][-1]
+
+
+# ----- requests -------------------------------------------------------------------------------------
+def init(client: httpx.Client, **overrides) -> dict:
+    response = client.post("/omni/init_sys_prompt", json={**GREEDY, **overrides})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def prefill(client: httpx.Client, text: str) -> dict:
+    response = client.post("/omni/streaming_prefill", json={"text": text, "idx": 0})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def generate(client: httpx.Client, **body) -> SseReader:
+    with client.stream("POST", "/omni/streaming_generate", json=body) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return SseReader().read_all(response)
+
+
+def turn(client: httpx.Client, text: str, max_new_tokens: int = 8) -> SseReader:
+    prefill(client, text)
+    return generate(client, max_new_tokens=max_new_tokens)
+
+
+def session_status(client: httpx.Client) -> dict:
+    return client.get("/health").json()["session"]
+
+
+def assert_well_formed(stream: SseReader, reason: str) -> None:
+    """text* -> stats -> done, then `data: [DONE]` as the very last line."""
+    names = "".join({"text": "t", "stats": "s", "done": "d", None: "D"}.get(n, "?") for n in stream.names)
+    assert re.fullmatch("t*sdD", names), stream.names
+    assert stream.messages[-1].data == "[DONE]"
+    assert stream.last_line == "data: [DONE]"
+    done = stream.only("done")
+    assert done == {"done": True, "reason": reason, "turn": stream.only("stats")["stats"]["turn"]}
+
+
+def assert_usable(client: httpx.Client) -> None:
+    stream = turn(client, "still there?", max_new_tokens=3)
+    assert_well_formed(stream, "max_tokens")

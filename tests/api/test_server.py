@@ -10,56 +10,24 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from api_helpers import CLIENT_ID, SseReader, start_server, stop_server
+from api_helpers import (
+    CLIENT_ID,
+    GREEDY,
+    SseReader,
+    assert_usable,
+    assert_well_formed,
+    generate,
+    init,
+    prefill,
+    session_status,
+    start_server,
+    stop_server,
+    turn,
+)
 
-GREEDY = {"media_type": 1, "duplex_mode": False, "language": "en", "temperature": 0, "seed": 1}
 LONG_ANSWER = 2000  # tokens; the tiny model practically never ends an answer on its own before this
-AUDIO_MISSING = "audio input needs the audio encoder stage, which this build/model does not provide yet"
 IMAGE_MISSING = "image input needs the vision encoder stage, which this build/model does not provide yet"
 BUSY = "while an answer is being generated"
-
-
-def init(client: httpx.Client, **overrides) -> dict:
-    response = client.post("/omni/init_sys_prompt", json={**GREEDY, **overrides})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def prefill(client: httpx.Client, text: str) -> dict:
-    response = client.post("/omni/streaming_prefill", json={"text": text, "idx": 0})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def generate(client: httpx.Client, **body) -> SseReader:
-    with client.stream("POST", "/omni/streaming_generate", json=body) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        return SseReader().read_all(response)
-
-
-def turn(client: httpx.Client, text: str, max_new_tokens: int = 8) -> SseReader:
-    prefill(client, text)
-    return generate(client, max_new_tokens=max_new_tokens)
-
-
-def session_status(client: httpx.Client) -> dict:
-    return client.get("/health").json()["session"]
-
-
-def assert_well_formed(stream: SseReader, reason: str) -> None:
-    """text* -> stats -> done, then `data: [DONE]` as the very last line."""
-    names = "".join({"text": "t", "stats": "s", "done": "d", None: "D"}.get(n, "?") for n in stream.names)
-    assert re.fullmatch("t*sdD", names), stream.names
-    assert stream.messages[-1].data == "[DONE]"
-    assert stream.last_line == "data: [DONE]"
-    done = stream.only("done")
-    assert done == {"done": True, "reason": reason, "turn": stream.only("stats")["stats"]["turn"]}
-
-
-def assert_usable(client: httpx.Client) -> None:
-    stream = turn(client, "still there?", max_new_tokens=3)
-    assert_well_formed(stream, "max_tokens")
 
 
 @pytest.fixture
@@ -332,12 +300,14 @@ def test_bad_base64_is_400_naming_the_field(client, session, field):
     assert_usable(client)
 
 
-@pytest.mark.parametrize(("field", "message"), [("audio", AUDIO_MISSING), ("image", IMAGE_MISSING)])
-def test_audio_and_image_need_their_stages_501(client, session, field, message):
-    payload = base64.b64encode(b"RIFF....WAVEfmt ").decode()
-    response = client.post("/omni/streaming_prefill", json={field: payload, "idx": 0})
+def test_image_needs_the_vision_stage_501(client, session):
+    payload = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+    response = client.post(
+        "/omni/streaming_prefill", json={"image": payload, "text": "what is it?", "idx": 0}
+    )
     assert response.status_code == 501
-    assert response.json() == {"error": message}
+    assert response.json() == {"error": IMAGE_MISSING}
+    assert session_status(client)["n_past"] == session["n_keep"]  # the text was not added either
     assert_usable(client)
 
 
@@ -417,7 +387,13 @@ def test_fresh_server_before_and_after_init(fresh_server, tiny_model_dir):
 
         health = alice.get("/health").json()
         assert (health["initialized"], health["loading"]) == (True, False)
-        assert health["stages"]["llm"] is True
+        assert health["stages"] == {
+            "llm": True,
+            "audio": True,
+            "vision": False,
+            "tts": False,
+            "token2wav": False,
+        }
         assert health["session"]["state"] == "idle" and health["session"]["owned_by_named_client"] is True
 
 
