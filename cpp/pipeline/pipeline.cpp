@@ -241,12 +241,13 @@ void Pipeline::prefill_system_prompt(const std::vector<float> & ref_audio) {
     pending_prefill_ms_ = 0.0;
 }
 
-void Pipeline::eval_text(const std::string & text, bool parse_special, std::vector<float> * logits) {
+int Pipeline::eval_text(const std::string & text, bool parse_special, std::vector<float> * logits) {
     const std::vector<Token> tokens = llm_->tokenize(text, parse_special);
     ensure_room(static_cast<int>(tokens.size()));
     llm_->eval_tokens(tokens, logits);
     context_.insert(context_.end(), tokens.begin(), tokens.end());
     n_past_ = llm_->n_past();
+    return static_cast<int>(tokens.size());
 }
 
 void Pipeline::require_idle_session() {
@@ -255,11 +256,12 @@ void Pipeline::require_idle_session() {
     if (turn_active_) throw BusyError("an answer is being generated; stop it or wait before adding input");
 }
 
-void Pipeline::eval_rows(const std::vector<float> & rows, int n_rows) {
+int Pipeline::eval_rows(const std::vector<float> & rows, int n_rows) {
     ensure_room(n_rows);
     llm_->eval_embeddings(rows.data(), n_rows);
     context_.insert(context_.end(), static_cast<size_t>(n_rows), -1);
     n_past_ = llm_->n_past();
+    return n_rows;
 }
 
 int Pipeline::prefill_audio(const float * pcm, size_t n_samples) {
@@ -268,14 +270,12 @@ int Pipeline::prefill_audio(const float * pcm, size_t n_samples) {
     return call_on_llm([&] {
         const double t0 = now_ms();
         const AudioRows rows = audio_->encode(pcm, n_samples);
-        const int before = llm_->n_past();
         const std::vector<Token> open = llm_->tokenize(kAudioStart, true);
         const std::vector<Token> close = llm_->tokenize(kAudioEnd, true);
         ensure_room(static_cast<int>(open.size() + close.size()) + rows.n_rows);
-        eval_text(kAudioStart, true, nullptr);
-        eval_rows(rows.data, rows.n_rows);
-        eval_text(kAudioEnd, true, nullptr);
-        const int added = llm_->n_past() - before;
+        int added = eval_text(kAudioStart, true, nullptr);
+        added += eval_rows(rows.data, rows.n_rows);
+        added += eval_text(kAudioEnd, true, nullptr);
         pending_prefill_tokens_ += added;
         pending_prefill_ms_ += now_ms() - t0;
         return added;
@@ -287,10 +287,8 @@ int Pipeline::prefill_text(const std::string & text) {
     require_idle_session();
     return call_on_llm([&] {
         const double t0 = now_ms();
-        const int before = llm_->n_past();
         // User text is never parsed for special tokens: typing "<|im_end|>" must not end the turn.
-        eval_text(text, false, nullptr);
-        const int added = llm_->n_past() - before;
+        const int added = eval_text(text, false, nullptr);
         pending_prefill_tokens_ += added;
         pending_prefill_ms_ += now_ms() - t0;
         return added;
@@ -373,16 +371,25 @@ std::vector<Token> Pipeline::context_tokens() {
 }
 
 void Pipeline::ensure_room(int n_new) {
-    if (llm_->n_past() + n_new <= llm_->n_ctx()) return;
+    const auto fits = [&] { return llm_->n_past() + n_new <= llm_->n_ctx(); };
+    if (fits()) return;
+    const std::string context = " (n_ctx " + std::to_string(llm_->n_ctx()) + ", system prompt " +
+                                std::to_string(n_keep_.load()) + " tokens, " + std::to_string(llm_->n_past()) +
+                                " in use)";
     if (prefilling_system_) {
-        throw ContextFullError("the system prompt does not fit the context (n_ctx " + std::to_string(llm_->n_ctx()) +
-                               "): use a shorter reference voice or a larger n_ctx");
+        throw ContextFullError("the system prompt does not fit the context" + context +
+                               ": use a shorter reference voice or a larger n_ctx");
     }
-    slide_window();
-    if (llm_->n_past() + n_new > llm_->n_ctx()) {
-        throw ContextFullError("the input of " + std::to_string(n_new) + " tokens does not fit the context (n_ctx " +
-                               std::to_string(llm_->n_ctx()) + ", system prompt " + std::to_string(n_keep_.load()) +
-                               " tokens, " + std::to_string(llm_->n_past()) + " in use)");
+    // Input that cannot fit even in an empty conversation is refused without touching the history.
+    if (n_keep_ + n_new > llm_->n_ctx()) {
+        throw ContextFullError("the input of " + std::to_string(n_new) + " tokens does not fit the context" + context);
+    }
+    while (!fits()) {
+        const int before = llm_->n_past();
+        slide_window();
+        if (llm_->n_past() == before) {
+            throw ContextFullError("could not make room for " + std::to_string(n_new) + " tokens" + context);
+        }
     }
 }
 
@@ -478,9 +485,7 @@ std::string Pipeline::generate_tokens(int turn, int max_new_tokens, float length
     std::vector<float> logits;
     std::vector<float> hidden;
     const double t_header = now_ms();
-    const int before = llm_->n_past();
-    eval_text(assistant_header(opts.speak), true, &logits);
-    stats.prefill_tokens = pending_prefill_tokens_ + (llm_->n_past() - before);
+    stats.prefill_tokens = pending_prefill_tokens_ + eval_text(assistant_header(opts.speak), true, &logits);
     stats.prefill_ms = pending_prefill_ms_ + (now_ms() - t_header);
     pending_prefill_tokens_ = 0;
     pending_prefill_ms_ = 0.0;

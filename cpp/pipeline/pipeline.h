@@ -114,8 +114,9 @@ private:
     void load_audio_stage(const EngineOptions & options);
     void prefill_system_prompt(const std::vector<float> & ref_audio);
     void check_audio(const float * pcm, size_t n_samples, const char * what) const;
-    void eval_text(const std::string & text, bool parse_special, std::vector<float> * logits);
-    void eval_rows(const std::vector<float> & rows, int n_rows);
+    // Both return how many positions they wrote (the window may slide first, so n_past can shrink).
+    int eval_text(const std::string & text, bool parse_special, std::vector<float> * logits);
+    int eval_rows(const std::vector<float> & rows, int n_rows);
     void require_idle_session();
     void ensure_room(int n_new);
     void slide_window();

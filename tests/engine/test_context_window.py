@@ -60,3 +60,36 @@ def test_input_larger_than_the_context_is_refused(tiny_model_dir: Path) -> None:
         else:
             raise AssertionError("a 400-token prefill fit into a 128-token context")
         assert eng.n_past <= 128
+
+
+def test_refused_input_leaves_the_conversation_untouched(tiny_model_dir: Path) -> None:
+    with make_engine(tiny_model_dir, n_ctx=256) as eng:
+        eng.start_session(oe.SessionOptions(sampling=GREEDY, language="en"), EventLog())
+        eng.prefill_text("some history " * 20)
+        before = eng.context_tokens()
+        too_big = 256 - eng.n_keep + 1  # cannot fit even in an empty conversation
+        try:
+            eng.prefill_text("a" * (too_big * 8))
+        except oe.ContextFullError as err:
+            assert "does not fit the context" in str(err)
+        else:
+            raise AssertionError("an input larger than the whole context was accepted")
+        assert eng.context_tokens() == before
+
+
+def test_input_that_fits_after_evicting_history_is_accepted(tiny_model_dir: Path, llm: oe.Llm) -> None:
+    with make_engine(tiny_model_dir, n_ctx=256) as eng:
+        log = EventLog()
+        eng.start_session(oe.SessionOptions(sampling=GREEDY, language="en"), log)
+        for i in range(3):
+            eng.prefill_text(f"round {i} " * 10)
+            eng.generate(max_new_tokens=10)
+            eng.wait(30.0)
+        target = 256 - eng.n_keep - 10  # fits only once nearly all history is gone
+        big = " hello" * target
+        while len(llm.tokenize(big, False)) > target:
+            big = big[: len(big) - len(" hello")]
+        n_big = len(llm.tokenize(big, False))
+        assert eng.n_past + n_big > 256 and eng.n_keep + n_big <= 256
+        assert eng.prefill_text(big) == n_big
+        assert eng.n_past <= 256
