@@ -17,6 +17,8 @@ Options:
                       another model directory under models/)
   --host H            address to bind (default 127.0.0.1; use 0.0.0.0 only on a trusted network)
   --port P            port (default 9060, or $PORT)
+  --ref-audio FILE    reference voice for the system prompt (a WAV/FLAC/OGG clip; default: none, which
+                      uses the text-only system prompt)
   --cuda              build the engine with CUDA (sets OMNI_CUDA=1; rebuilds if the last build was CPU-only)
   --no-browser        do not open a browser window
   -h, --help          show this help and exit
@@ -65,6 +67,7 @@ TINY_MODEL_DIR="$ROOT/models/tiny-demo"
 # ---------------------------------------------------------------- arguments
 MODE="simplex"
 MODEL_DIR=""
+REF_AUDIO=""
 HOST="127.0.0.1"
 PORT="${PORT:-9060}"
 OPEN_BROWSER=1
@@ -86,6 +89,8 @@ while [ $# -gt 0 ]; do
     --duplex) MODE="duplex" ;;
     --model-dir) need_value "$@"; MODEL_DIR="$2"; shift ;;
     --model-dir=*) MODEL_DIR="${1#*=}" ;;
+    --ref-audio) need_value "$@"; REF_AUDIO="$2"; shift ;;
+    --ref-audio=*) REF_AUDIO="${1#*=}" ;;
     --host) need_value "$@"; HOST="$2"; shift ;;
     --host=*) HOST="${1#*=}" ;;
     --port) need_value "$@"; PORT="$2"; shift ;;
@@ -343,6 +348,7 @@ case "$URL_HOST" in *:*) URL_HOST="[$URL_HOST]" ;; esac
 URL="http://$URL_HOST:$PORT/"
 SERVER_ARGS=(serve --model-dir "$MODEL_DIR" --host "$HOST" --port "$PORT")
 [ "$MODE" = "duplex" ] && SERVER_ARGS+=(--duplex)
+[ -n "$REF_AUDIO" ] && SERVER_ARGS+=(--ref-audio "$REF_AUDIO") # the server checks and decodes the file
 
 SERVER_PID=""
 TAIL_PID=""

@@ -51,6 +51,13 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         default=60.0,
         help="longest audio clip one prefill accepts (longer: 413)",
     )
+    serve.add_argument(
+        "--ref-audio",
+        default=None,
+        metavar="PATH",
+        help="reference voice for the system prompt when init sends none (a sound file soundfile reads, or "
+        "raw float32 16 kHz samples; needs the audio stage)",
+    )
     serve.add_argument("--language", choices=["zh", "en"], default="zh", help="default prompt language")
     serve.add_argument(
         "--session-idle-timeout",

@@ -311,20 +311,33 @@ class OmniEngine:
             log.info("models loaded: %s", self._engine.info)
             return True
 
-    async def start_session(self, session: SessionConfig) -> dict[str, Any]:
-        """Start (or restart) the conversation; any running answer is stopped. Returns the actual settings."""
+    async def start_session(
+        self, session: SessionConfig, ref_audio: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """Start (or restart) the conversation; any running answer is stopped. Returns the actual settings.
+
+        ``ref_audio`` (1-D float32, 16 kHz mono) is the reference voice placed in the system prompt; without
+        it the engine uses its text-only system prompt. If the engine refuses the session there is none
+        afterwards (the previous one is gone too); another call starts one."""
         engine = self._require_engine()
         module = self.module()
         self._loop = asyncio.get_running_loop()
+        voice = None if ref_audio is None else np.ascontiguousarray(ref_audio, dtype=np.float32)
+        voice_args = () if voice is None else (voice,)
+        context_full = getattr(module, "ContextFullError", ())  # a StateError subclass
         async with self._session_lock:
             options = build_session_options(module, session)
             running = self._turn
             self.session = None
             try:
-                await asyncio.to_thread(engine.start_session, options, self._on_engine_event)
+                await asyncio.to_thread(engine.start_session, options, self._on_engine_event, *voice_args)
+            except context_full as exc:
+                raise ContextFullError(str(exc)) from exc
             except module.StateError as exc:
                 if session.duplex:
                     raise FeatureUnavailableError(str(exc)) from exc
+                if voice is not None:
+                    raise InvalidInputError(str(exc)) from exc
                 raise NoSessionError(str(exc)) from exc
             finally:
                 if running is not None:
@@ -513,6 +526,7 @@ class Assistant:
     ...         print(event)
 
     ``stream`` yields the engine's event dicts (``text``, ``stats``, ``error``, ... and last ``end_of_turn``).
+    ``ref_audio`` (1-D float32, 16 kHz mono) is an optional reference voice for the system prompt.
     Keyword arguments other than the engine/session options below are sampling parameters
     (temperature, top_k, top_p, min_p, repetition_penalty, repetition_window, length_penalty, seed).
     """
@@ -529,6 +543,7 @@ class Assistant:
         n_gpu_layers: int = -1,
         n_threads: int = 0,
         llm_file: str = "",
+        ref_audio: np.ndarray | None = None,
         **sampling: float | int,
     ) -> None:
         self._module = import_engine_module()
@@ -542,7 +557,10 @@ class Assistant:
         self._events: queue.Queue[dict[str, Any]] | None = None
         self._busy = threading.Lock()
         options = build_session_options(self._module, self.session_config)
-        self._engine.start_session(options, self._on_event)
+        if ref_audio is None:
+            self._engine.start_session(options, self._on_event)
+        else:
+            self._engine.start_session(options, self._on_event, np.ascontiguousarray(ref_audio, np.float32))
         self.settings = describe_session_options(options)
 
     @property

@@ -66,6 +66,15 @@ class InitRequest(ClientRequest):
     repetition_penalty: float | None = Field(None, gt=0, allow_inf_nan=False)
     max_new_tokens: int | None = Field(None, ge=1, description="Default length limit of every answer.")
     seed: int | None = Field(None, ge=-1, description="-1 = random; otherwise reproducible sampling.")
+    ref_audio: str | None = Field(
+        None,
+        description=(
+            "Reference voice for the system prompt: base64 of a sound file or of raw float32 16 kHz mono "
+            "samples, decoded like streaming_prefill's `audio` (at most --max-audio-seconds). Absent or "
+            'null: the server\'s --ref-audio voice if it has one; "" (empty): no voice. Without a voice the '
+            "text-only system prompt is used. Needs the audio stage."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -124,6 +133,18 @@ class SamplingSettings(BaseModel):
     seed: int
 
 
+RefVoiceSource = Literal["request", "--ref-audio"]
+
+
+class RefVoice(BaseModel):
+    """The reference voice in the current system prompt."""
+
+    seconds: float = Field(description="Length of the decoded voice (16 kHz), rounded to milliseconds.")
+    source: RefVoiceSource = Field(
+        description="request: the init's ref_audio field; --ref-audio: the server's default voice."
+    )
+
+
 class SessionStatus(BaseModel):
     state: str = Field(description="not_initialized | no_session | idle | generating")
     n_past: int | None = Field(None, description="Tokens/rows in the LLM KV cache.")
@@ -132,6 +153,9 @@ class SessionStatus(BaseModel):
     prefills: int | None = Field(None, description="Prefill calls in this conversation.")
     media_type: MediaTypeName | None = None
     language: str | None = None
+    ref_voice: RefVoice | None = Field(
+        None, description="The reference voice in the system prompt; null: the text-only system prompt."
+    )
     owned_by_named_client: bool | None = Field(
         None, description="True if the owner sent an X-Omni-Client id, False if anonymous, null if no owner."
     )
@@ -168,6 +192,9 @@ class InitResponse(BaseModel):
     models_loaded_now: bool = Field(description="True if this call loaded the models.")
     n_past: int
     n_keep: int
+    ref_voice: RefVoice | None = Field(
+        description="The reference voice in the system prompt; null: the text-only system prompt."
+    )
     stages: dict[str, bool]
     tiny_demo: bool
 

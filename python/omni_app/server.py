@@ -81,6 +81,36 @@ ERROR_STATUS: dict[type[OmniAppError], int] = {
 }
 
 
+@dataclass(frozen=True, eq=False)
+class ReferenceVoice:
+    """A decoded reference voice (1-D float32, 16 kHz mono) and where it came from."""
+
+    samples: np.ndarray
+    source: schemas.RefVoiceSource
+
+    def describe(self) -> schemas.RefVoice:
+        return schemas.RefVoice(
+            seconds=round(self.samples.size / schemas.SAMPLE_RATE_IN, 3), source=self.source
+        )
+
+
+class ReferenceVoiceFileError(Exception):
+    """The --ref-audio file cannot be read or decoded; the message names the path."""
+
+
+def load_reference_voice(path: str, max_seconds: float) -> ReferenceVoice:
+    """Read ``--ref-audio PATH`` with the decoder of the API's audio fields."""
+    label = f"--ref-audio {path}"
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise ReferenceVoiceFileError(f"{label}: cannot read the file ({exc.strerror or exc})") from exc
+    try:
+        return ReferenceVoice(decode_audio(data, max_seconds, field=label), "--ref-audio")
+    except AudioDecodeError as exc:
+        raise ReferenceVoiceFileError(str(exc)) from exc
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     model_dir: Path
@@ -97,6 +127,7 @@ class ServerSettings:
     session_idle_timeout_s: float = 120.0
     open_browser: bool = False
     tiny_demo: bool = False
+    ref_voice: ReferenceVoice | None = None  # the default voice of init requests without ref_audio
 
     @property
     def max_body_bytes(self) -> int:
@@ -155,6 +186,12 @@ class AppState:
     settings: ServerSettings
     engine: OmniEngine
     ownership: SessionOwnership
+    ref_voice: ReferenceVoice | None = None  # the voice of the current session (valid while one exists)
+
+    def ref_voice_status(self) -> schemas.RefVoice | None:
+        if self.engine.session is None or self.ref_voice is None:
+            return None
+        return self.ref_voice.describe()
 
 
 def get_state(request: Request) -> AppState:
@@ -388,6 +425,7 @@ async def health(request: Request) -> schemas.HealthResponse:
             **engine.status(),
             media_type=session.get("media_type"),
             language=session.get("language"),
+            ref_voice=state.ref_voice_status(),
             owned_by_named_client=(ownership.owner is not None) if ownership.claimed else None,
         ),
     )
@@ -407,17 +445,22 @@ async def init_sys_prompt(
     body: Annotated[schemas.InitRequest | None, Body()] = None,
 ) -> schemas.InitResponse:
     """Load the models (once; concurrent calls wait for the same load) and start a new conversation with
-    the given settings. The response echoes the settings the engine actually uses."""
+    the given settings. The response echoes the settings the engine actually uses. ``ref_audio`` (or the
+    server's ``--ref-audio``) puts a reference voice into the system prompt; a voice that cannot be decoded
+    changes nothing, one the engine refuses (400/413) leaves no session until the next successful init."""
     state = get_state(request)
     body = body or schemas.InitRequest()
+    voice = await _requested_voice(body.ref_audio, state.settings)
     client = client_identity(x_omni_client, body)
     state.ownership.claim(client, generating=state.engine.generating)
     try:
         loaded_now = await state.engine.load()
-        actual = await state.engine.start_session(_session_config(body, state.settings))
+        samples = None if voice is None else voice.samples
+        actual = await state.engine.start_session(_session_config(body, state.settings), samples)
     except BaseException:
         state.ownership.release()
         raise
+    state.ref_voice = voice
     if loaded_now and state.engine.stages().get("audio"):
         # librosa's first resample takes seconds (imports); pay that now rather than in the first voice turn
         threading.Thread(target=warm_up_audio_decoder, name="audio-decoder-warm-up", daemon=True).start()
@@ -435,9 +478,21 @@ async def init_sys_prompt(
         models_loaded_now=loaded_now,
         n_past=status["n_past"],
         n_keep=status["n_keep"],
+        ref_voice=state.ref_voice_status(),
         stages=state.engine.stages(),
         tiny_demo=state.settings.tiny_demo,
     )
+
+
+async def _requested_voice(ref_audio: str | None, settings: ServerSettings) -> ReferenceVoice | None:
+    """The init's voice: absent/null -> the --ref-audio default (if any); "" -> none; else the clip."""
+    if ref_audio is None:
+        return settings.ref_voice
+    data = _decode_base64_field("ref_audio", ref_audio)
+    if data is None:
+        return None
+    samples = await _decode_audio_field(data, settings.max_audio_seconds, field="ref_audio")
+    return ReferenceVoice(samples, "request")
 
 
 def _session_config(body: schemas.InitRequest, settings: ServerSettings) -> SessionConfig:
@@ -486,10 +541,10 @@ async def streaming_prefill(
     )
 
 
-async def _decode_audio_field(data: bytes, max_seconds: float) -> np.ndarray:
+async def _decode_audio_field(data: bytes, max_seconds: float, field: str = "audio") -> np.ndarray:
     """Decode off the event loop; a bad clip is 400 (413 if too long) with the decoder's message."""
     try:
-        return await asyncio.to_thread(decode_audio, data, max_seconds)
+        return await asyncio.to_thread(decode_audio, data, max_seconds, field)
     except AudioTooLongError as exc:
         raise HTTPException(413, str(exc)) from exc
     except AudioDecodeError as exc:
@@ -661,7 +716,9 @@ def _openapi_with_events(app: FastAPI) -> dict[str, Any]:
 
 
 # ----- entry point -------------------------------------------------------------------------------------
-def settings_from_args(args: argparse.Namespace, model_dir: Path, tiny_demo: bool) -> ServerSettings:
+def settings_from_args(
+    args: argparse.Namespace, model_dir: Path, tiny_demo: bool, ref_voice: ReferenceVoice | None = None
+) -> ServerSettings:
     return ServerSettings(
         model_dir=model_dir,
         host=args.host,
@@ -677,13 +734,25 @@ def settings_from_args(args: argparse.Namespace, model_dir: Path, tiny_demo: boo
         session_idle_timeout_s=args.session_idle_timeout,
         open_browser=args.open_browser,
         tiny_demo=tiny_demo,
+        ref_voice=ref_voice,
     )
 
 
 def serve(args: argparse.Namespace) -> int:
-    """``python -m omni_app serve``: resolve the model directory, then run uvicorn. Exit status 2 if none."""
+    """``python -m omni_app serve``: read --ref-audio, resolve the model directory, then run uvicorn.
+    Exit status 2 if there is no model directory or the --ref-audio file cannot be used."""
     from omni_app import config
 
+    ref_voice = None
+    if args.ref_audio:
+        try:
+            ref_voice = load_reference_voice(args.ref_audio, args.max_audio_seconds)
+        except ReferenceVoiceFileError as exc:
+            log.error("%s", exc)
+            return 2
+        log.info(
+            "reference voice: %s (%.2f s)", args.ref_audio, ref_voice.samples.size / schemas.SAMPLE_RATE_IN
+        )
     model_dir = config.resolve_model_dir(args.model_dir)
     if model_dir is None:
         where = args.model_dir or "--model-dir / OMNI_MODEL_DIR / ./models"
@@ -700,7 +769,14 @@ def serve(args: argparse.Namespace) -> int:
         )
     else:
         log.info("model files for stages: %s", ", ".join(s for s, ok in report.stages.items() if ok))
-    settings = settings_from_args(args, Path(model_dir), tiny_demo=report.tiny_demo)
+    if ref_voice is not None and not report.stages["audio"]:
+        log.error(
+            "--ref-audio needs the audio encoder stage, but the model directory %s has no usable audio file "
+            "(audio/MiniCPM-o-4_5-audio-F16.gguf)",
+            model_dir,
+        )
+        return 2
+    settings = settings_from_args(args, Path(model_dir), tiny_demo=report.tiny_demo, ref_voice=ref_voice)
     return run_server(settings)
 
 
