@@ -8,6 +8,8 @@
   attention) holding the file's weights, then the projector (Linear, ReLU, Linear) and AvgPool1d(5, 5).
   `WhisperEncoder.forward` only accepts 3000-frame inputs, so `AudioReference.encode` runs its modules itself
   (what the MiniCPM-o PyTorch encoder does): the same layers, positional rows [offset, offset + T_mel/2).
+- `reference_streaming_embeddings(model, mels)`: chunks encoded one after another with the PyTorch
+  reference's encoder cache (pipeline.md §4.2), attention written out explicitly from the same weights.
 """
 
 from __future__ import annotations
@@ -229,3 +231,112 @@ def audio_rows(n_mel_frames: int) -> int:
     """LLM rows for `n_mel_frames` (PY formula: T_cnn = (T - 1) // 2 + 1, n = (T_cnn - 5) // 5 + 1)."""
     t_cnn = (n_mel_frames - 1) // 2 + 1
     return max(0, (t_cnn - POOL) // POOL + 1)
+
+
+# ---- streaming encoder (PyTorch reference's cache semantics, pipeline.md §4.2) --------------------
+
+
+class _StreamingEncoderCache:
+    """Per-layer keys/values of every chunk since the last reset, and the positions they occupy."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.n_layers = n_layers
+        self.reset()
+
+    def reset(self) -> None:
+        self.keys: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
+        self.values: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
+        self.length = 0
+
+
+def _linear(x: torch.Tensor, module: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
+    bias = None if module.bias is None else module.bias.to(dtype)
+    return nn.functional.linear(x, module.weight.to(dtype), bias)
+
+
+def _layer_norm(x: torch.Tensor, module: nn.LayerNorm, dtype: torch.dtype) -> torch.Tensor:
+    return nn.functional.layer_norm(
+        x, module.normalized_shape, module.weight.to(dtype), module.bias.to(dtype), module.eps
+    )
+
+
+def _conv_gelu(x: torch.Tensor, conv: nn.Conv1d, dtype: torch.dtype) -> torch.Tensor:
+    weight, bias = conv.weight.to(dtype), conv.bias.to(dtype)
+    return nn.functional.gelu(nn.functional.conv1d(x, weight, bias, conv.stride, conv.padding))
+
+
+def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(T, d) -> (heads, T, d / heads)."""
+    return x.reshape(x.shape[0], n_heads, -1).transpose(0, 1)
+
+
+def _cached_self_attention(
+    normed: torch.Tensor, layer: nn.Module, index: int, cache: _StreamingEncoderCache, dtype: torch.dtype
+) -> torch.Tensor:
+    """Queries from this chunk; keys/values = this layer's cached ones followed by this chunk's (no mask).
+    Appends this chunk's keys/values to the cache."""
+    attention = layer.self_attn
+    n_heads = attention.num_heads
+    head_dim = normed.shape[1] // n_heads
+    queries = _linear(normed, attention.q_proj, dtype) * head_dim**-0.5
+    cache.keys[index].append(_linear(normed, attention.k_proj, dtype))
+    cache.values[index].append(_linear(normed, attention.v_proj, dtype))
+    keys = _split_heads(torch.cat(cache.keys[index]), n_heads)
+    values = _split_heads(torch.cat(cache.values[index]), n_heads)
+    weights = torch.softmax(_split_heads(queries, n_heads) @ keys.transpose(1, 2), dim=-1)
+    mixed = (weights @ values).transpose(0, 1).reshape(normed.shape)
+    return _linear(mixed, attention.out_proj, dtype)
+
+
+def _streaming_layer(
+    x: torch.Tensor, layer: nn.Module, index: int, cache: _StreamingEncoderCache, dtype: torch.dtype
+) -> torch.Tensor:
+    """Pre-LN block: x + out(attn(LN1 x)); then x + fc2(gelu(fc1(LN2 x))) with the exact erf GELU."""
+    normed = _layer_norm(x, layer.self_attn_layer_norm, dtype)
+    x = x + _cached_self_attention(normed, layer, index, cache, dtype)
+    hidden = nn.functional.gelu(_linear(_layer_norm(x, layer.final_layer_norm, dtype), layer.fc1, dtype))
+    return x + _linear(hidden, layer.fc2, dtype)
+
+
+def _streaming_chunk(
+    model: AudioReference, mel: torch.Tensor, cache: _StreamingEncoderCache, max_positions: int
+) -> torch.Tensor:
+    """One chunk: conv stem on the chunk alone, reset if it would reach `max_positions`, positions from the
+    cached length, cached attention, final LN, projector, pool. Returns (rows, out)."""
+    encoder, dtype = model.encoder, mel.dtype
+    frames = _conv_gelu(_conv_gelu(mel.unsqueeze(0), encoder.conv1, dtype), encoder.conv2, dtype)[0].T
+    n_frames = frames.shape[0]
+    if n_frames > max_positions:
+        raise ValueError(f"a chunk of {n_frames} encoder frames does not fit {max_positions} positions")
+    if cache.length + n_frames >= max_positions:
+        cache.reset()
+    x = frames + encoder.embed_positions.weight[cache.length : cache.length + n_frames].to(dtype)
+    for index, layer in enumerate(encoder.layers):
+        x = _streaming_layer(x, layer, index, cache, dtype)
+    cache.length += n_frames
+    states = _layer_norm(x, encoder.layer_norm, dtype)
+    rows = _linear(nn.functional.relu(_linear(states, model.linear1, dtype)), model.linear2, dtype)
+    if n_frames < POOL:
+        return rows[:0]
+    return nn.functional.avg_pool1d(rows.T.unsqueeze(0), kernel_size=POOL, stride=POOL)[0].T
+
+
+@torch.no_grad()
+def reference_streaming_embeddings(
+    model: AudioReference,
+    mels: list[np.ndarray],
+    max_positions: int = 1500,
+    dtype: torch.dtype = torch.float32,
+) -> list[np.ndarray]:
+    """float32 LLM rows per chunk for chunks encoded one after another with the PyTorch reference's encoder
+    cache (pipeline.md §4.2, not the C++ one of §4.1 step 9 / §11.5): each chunk's (n_mel, T_i) mel goes
+    through the conv stem alone (no context frames) giving T2_i = (T_i - 1) // 2 + 1 frames; when
+    cached + T2_i >= `max_positions` the cache is emptied first; the chunk takes positions
+    [cached, cached + T2_i) and every layer attends (unmasked) over its own cached keys/values of the
+    chunks since the last reset plus the chunk's own. Computed explicitly from the layers' weights in
+    `dtype`."""
+    if max_positions > model.encoder.embed_positions.num_embeddings:
+        raise ValueError(f"max_positions {max_positions} exceeds the positional table")
+    cache = _StreamingEncoderCache(len(model.encoder.layers))
+    chunks = (torch.as_tensor(np.asarray(mel), dtype=dtype) for mel in mels)
+    return [_streaming_chunk(model, mel, cache, max_positions).float().numpy() for mel in chunks]

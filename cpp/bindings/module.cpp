@@ -365,6 +365,33 @@ void bind_audio(py::module_ & m) {
              py::arg("path"), py::kw_only(), py::arg("use_gpu") = false, py::arg("n_threads") = 0)
         .def_property_readonly("n_embd_out", &omni::AudioEncoder::n_embd_out)
         .def_property_readonly("backend", &omni::AudioEncoder::backend_name)
+        .def_property_readonly("cached_positions", &omni::AudioEncoder::cached_positions)
+        .def("reset_stream", &omni::AudioEncoder::reset_stream)
+        .def(
+            "encode_chunk",
+            [](omni::AudioEncoder & enc, const FloatArray & pcm) {
+                omni::AudioRows rows;
+                {
+                    py::gil_scoped_release release;
+                    rows = enc.encode_chunk(pcm.data(), static_cast<size_t>(pcm.size()));
+                }
+                return rows_array(rows, enc.n_embd_out());
+            },
+            py::arg("pcm"), "one streamed chunk of 16 kHz mono float32 PCM (uses and extends the encoder cache)")
+        .def(
+            "encode_chunk_mel",
+            [](omni::AudioEncoder & enc, const FloatArray & mel) {
+                if (mel.ndim() != 2 || mel.shape(0) != enc.n_mel()) {
+                    throw py::value_error("mel must have shape (" + std::to_string(enc.n_mel()) + ", frames)");
+                }
+                omni::AudioRows rows;
+                {
+                    py::gil_scoped_release release;
+                    rows = enc.encode_chunk_mel(mel.data(), static_cast<int>(mel.shape(1)));
+                }
+                return rows_array(rows, enc.n_embd_out());
+            },
+            py::arg("mel"))
         .def(
             "mel",
             [](const omni::AudioEncoder & enc, const FloatArray & pcm) {

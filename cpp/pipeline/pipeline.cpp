@@ -235,6 +235,7 @@ void Pipeline::prefill_system_prompt(const std::vector<float> & ref_audio) {
         throw;
     }
     prefilling_system_ = false;
+    if (audio_) audio_->reset_stream();  // the PyTorch reference resets the encoder cache after the system prompt
     n_keep_ = llm_->n_past();
     open_round_start_ = llm_->n_past();
     pending_prefill_tokens_ = 0;
@@ -269,7 +270,7 @@ int Pipeline::prefill_audio(const float * pcm, size_t n_samples) {
     require_idle_session();
     return call_on_llm([&] {
         const double t0 = now_ms();
-        const AudioRows rows = audio_->encode(pcm, n_samples);
+        const AudioRows rows = audio_->encode_chunk(pcm, n_samples);
         const std::vector<Token> open = llm_->tokenize(kAudioStart, true);
         const std::vector<Token> close = llm_->tokenize(kAudioEnd, true);
         ensure_room(static_cast<int>(open.size() + close.size()) + rows.n_rows);
@@ -359,6 +360,7 @@ void Pipeline::reset() {
         context_.resize(static_cast<size_t>(n_keep_.load()));
         round_starts_.clear();
         open_round_start_ = n_keep_;
+        if (audio_) audio_->reset_stream();
         pending_prefill_tokens_ = 0;
         pending_prefill_ms_ = 0.0;
         n_past_ = llm_->n_past();
@@ -431,6 +433,8 @@ void Pipeline::on_delivered(const Event & event) {
 }
 
 void Pipeline::run_turn(int turn, int max_new_tokens, float length_penalty, double t_generate) {
+    // Each answer starts a new audio stream: the next user clip is encoded from position 0 (PyTorch reference).
+    if (audio_) audio_->reset_stream();
     TurnStats stats;
     std::string reason;
     {

@@ -103,3 +103,45 @@ def test_whole_clip_equals_pytorch_from_pcm(encoder, reference, filters) -> None
 def test_wrong_mel_shape_is_refused(encoder) -> None:
     with pytest.raises(ValueError, match=r"mel must have shape \(80, frames\)"):
         encoder.encode_mel(np.zeros((40, 100), dtype=np.float32))
+
+
+def chunk_mels(filters: np.ndarray, seconds: list[float]) -> list[np.ndarray]:
+    return [
+        reference_mel_of(signal("bursts", s, seed=i).astype(np.float64), filters).astype(np.float32)
+        for i, s in enumerate(seconds)
+    ]
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [
+        [1.0, 1.0, 1.0],  # duplex-like 1 s units
+        [1.035, 1.0, 0.5, 2.7],  # the reference's 1035 ms first chunk, then uneven lengths
+        [0.05, 0.3, 1.2],
+        [12.0, 12.0, 9.0],  # crosses the 1500-position table: the third chunk starts a new stream
+    ],
+)
+def test_chunked_encoding_matches_pytorch_streaming(encoder, reference, filters, seconds: list) -> None:
+    from audio_reference import reference_streaming_embeddings
+
+    mels = chunk_mels(filters, seconds)
+    expected = reference_streaming_embeddings(reference, mels)
+    encoder.reset_stream()
+    for i, (mel, ref) in enumerate(zip(mels, expected, strict=True)):
+        ours = encoder.encode_chunk_mel(mel)
+        assert ours.shape == ref.shape, f"chunk {i}"
+        error = rel_error(ours, ref)
+        assert error <= ENCODER_TOLERANCE, f"chunk {i} of {seconds}: rel error {error:.3e}"
+
+
+def test_stream_positions_and_reset(encoder, filters) -> None:
+    mels = chunk_mels(filters, [1.0, 1.5])
+    encoder.reset_stream()
+    first = encoder.encode_chunk_mel(mels[0])
+    assert encoder.cached_positions == 50
+    second = encoder.encode_chunk_mel(mels[1])
+    assert encoder.cached_positions == 50 + 75
+    alone = encoder.encode_mel(mels[1])
+    assert rel_error(second, alone) > 0.05  # the cache and the position offset change the result
+    encoder.reset_stream()
+    np.testing.assert_array_equal(encoder.encode_chunk_mel(mels[0]), first)

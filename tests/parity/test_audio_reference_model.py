@@ -1,7 +1,10 @@
 """The PyTorch audio reference (tests/audio_reference.py) itself, before the engine is compared with it:
 weights land where model-files.md §5.3 says, its forward equals transformers' own `WhisperEncoder.forward`
 on the 3000-frame input that method accepts, the projector/pool equals a NumPy computation, row counts follow
-pipeline.md §4.1 step 7, GELU is the exact one, and float32 is close enough to float64 to serve as truth."""
+pipeline.md §4.1 step 7, GELU is the exact one, and float32 is close enough to float64 to serve as truth.
+The streaming reference (PyTorch encoder-cache semantics, pipeline.md §4.2) equals the one-shot reference on
+one chunk, equals transformers' layers run over all chunks' frames with a block-causal mask, and resets where
+§4.2 says."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from audio_reference import (
     reference_audio_model,
     reference_encoder_states,
     reference_mel,
+    reference_streaming_embeddings,
 )
 from hf_reference import read_tensor
 
@@ -164,3 +168,121 @@ def test_float32_reference_is_close_to_float64(
     assert rows32.shape == (rows, 128)
     assert _rel(rows32, rows64) <= 1e-5
     assert float(rows32.std()) > 0.05  # not collapsed by the ReLU or the pooling
+
+
+# ---- streaming reference --------------------------------------------------------------------------
+
+
+def _stem(model: AudioReference, mel: np.ndarray) -> torch.Tensor:
+    """Conv stem of one chunk through the model's own conv modules: (T2, d_model)."""
+    encoder = model.encoder
+    hidden = torch.nn.functional.gelu(encoder.conv1(torch.as_tensor(mel, dtype=torch.float32)[None]))
+    return torch.nn.functional.gelu(encoder.conv2(hidden))[0].T
+
+
+@torch.no_grad()
+def _block_causal_rows(model: AudioReference, mels: list[np.ndarray]) -> list[np.ndarray]:
+    """Independent statement of the cache semantics: all chunks' frames (each chunk's conv stem run alone) at
+    positions [0, total), through transformers' `WhisperEncoderLayer`s with an additive mask letting a frame
+    of chunk i see exactly the frames of chunks 0..i; then per chunk final LN, projector and pool."""
+    frames = [_stem(model, mel) for mel in mels]
+    chunk_of = torch.cat([torch.full((f.shape[0],), i) for i, f in enumerate(frames)])
+    blocked = chunk_of[None, :] > chunk_of[:, None]  # key chunk later than query chunk
+    mask = torch.zeros(blocked.shape).masked_fill(blocked, torch.finfo(torch.float32).min)[None, None]
+    hidden = torch.cat(frames) + model.encoder.embed_positions.weight[: chunk_of.numel()]
+    hidden = hidden[None]
+    for layer in model.encoder.layers:
+        hidden = layer(hidden, mask)
+    states = model.encoder.layer_norm(hidden)[0]
+    return [model.project(states[chunk_of == i]).numpy() for i in range(len(mels))]
+
+
+def _chunk_mels(seconds: list[float]) -> list[np.ndarray]:
+    return [_mel(s, seed=i + 1) for i, s in enumerate(seconds)]
+
+
+@pytest.mark.parametrize("seconds", [0.05, 1.0, 6.016, 10.0, 30.0])
+def test_streaming_single_chunk_equals_one_shot_reference(model: AudioReference, seconds: float) -> None:
+    mel = _mel(seconds)
+    (rows,) = reference_streaming_embeddings(model, [mel])
+    expected = reference_audio_embeddings(model, mel)
+    assert rows.shape == expected.shape == (audio_rows(mel.shape[1]), 128) and rows.dtype == np.float32
+    assert _rel(rows, expected) <= 1e-6
+
+
+def test_streaming_chunks_equal_block_causal_attention(model: AudioReference) -> None:
+    # 1035 ms first chunk as the duplex reference, then 1 s, a 4-frame chunk (0 rows, still cached), odd sizes
+    mels = _chunk_mels([1.035, 1.0, 0.05, 0.37, 2.0])
+    mels[2] = mels[2][:, :8]
+    chunks = reference_streaming_embeddings(model, mels)
+    assert [c.shape for c in chunks] == [(audio_rows(m.shape[1]), 128) for m in mels]
+    assert [c.shape[0] for c in chunks] == [11, 10, 0, 4, 20]
+    for index, (rows, expected) in enumerate(zip(chunks, _block_causal_rows(model, mels), strict=True)):
+        if rows.size:
+            assert _rel(rows, expected) <= 1e-5, f"chunk {index}"
+
+
+def test_streaming_is_deterministic(model: AudioReference) -> None:
+    mels = _chunk_mels([1.0, 1.0, 0.5])
+    first, second = (reference_streaming_embeddings(model, mels) for _ in range(2))
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_streaming_later_chunk_depends_on_the_cache(model: AudioReference) -> None:
+    first, second = _chunk_mels([1.0, 1.0])  # 50 encoder frames each
+    _, cached = reference_streaming_embeddings(model, [first, second])
+    alone_at_50 = reference_audio_embeddings(model, second, position_offset=50)
+    alone_at_0 = reference_audio_embeddings(model, second)
+    assert _rel(cached, alone_at_50) > 1e-2  # the attention over chunk 1's keys/values matters
+    assert _rel(cached, alone_at_0) > 1e-2  # so does the position offset
+    _, other_history = reference_streaming_embeddings(model, [_mel(1.0, seed=9), second])
+    assert _rel(cached, other_history) > 1e-3  # and the cached contents, not only their length
+
+
+@pytest.mark.parametrize(("second_seconds", "resets"), [(9.98, False), (10.0, True)])
+def test_streaming_resets_before_a_chunk_reaching_1500_positions(
+    model: AudioReference, second_seconds: float, resets: bool
+) -> None:
+    # 2000 mel frames -> 1000 encoder frames; then 998 -> 499 (ends at 1499: kept) or 1000 -> 500 (reset);
+    # then 50, which resets after 1499 and joins the second chunk after 500
+    mels = _chunk_mels([20.0, second_seconds, 1.0])
+    mels[1] = mels[1][:, : int(round(second_seconds * 100))]
+    assert [(m.shape[1] - 1) // 2 + 1 for m in mels] == [1000, 500 if resets else 499, 50]
+    chunks = reference_streaming_embeddings(model, mels)
+    second_alone = reference_audio_embeddings(model, mels[1])
+    third_alone = reference_audio_embeddings(model, mels[2])
+    if resets:
+        assert _rel(chunks[1], second_alone) <= 1e-6
+        assert _rel(chunks[2], _block_causal_rows(model, mels[1:])[1]) <= 1e-5
+        assert _rel(chunks[2], third_alone) > 1e-2
+    else:
+        assert _rel(chunks[1], _block_causal_rows(model, mels[:2])[1]) <= 1e-5
+        assert _rel(chunks[1], second_alone) > 1e-2
+        assert _rel(chunks[2], third_alone) <= 1e-6
+
+
+def test_streaming_max_positions_argument_moves_the_reset(model: AudioReference) -> None:
+    # 50 encoder frames each; with 120 positions: 0-50, 50-100, then 100 + 50 >= 120 resets before chunk 2
+    mels = _chunk_mels([1.0, 1.0, 1.0, 1.0])
+    chunks = reference_streaming_embeddings(model, mels, max_positions=120)
+    assert _rel(chunks[1], _block_causal_rows(model, mels[:2])[1]) <= 1e-5
+    assert _rel(chunks[2], reference_audio_embeddings(model, mels[2])) <= 1e-6
+    assert _rel(chunks[3], _block_causal_rows(model, mels[2:])[1]) <= 1e-5
+    default = reference_streaming_embeddings(model, mels)
+    assert _rel(default[2], chunks[2]) > 1e-2
+
+
+def test_streaming_rejects_what_cannot_fit(model: AudioReference) -> None:
+    with pytest.raises(ValueError, match="a chunk of 1501 encoder frames does not fit 1500 positions"):
+        reference_streaming_embeddings(model, [_mel(31.0)[:, :3001]])
+    with pytest.raises(ValueError, match="max_positions 1501 exceeds the positional table"):
+        reference_streaming_embeddings(model, [_mel(1.0)], max_positions=1501)
+
+
+def test_streaming_float32_is_close_to_float64(model: AudioReference) -> None:
+    mels = _chunk_mels([1.035, 1.0, 0.37, 3.0])
+    rows32 = reference_streaming_embeddings(model, mels)
+    rows64 = reference_streaming_embeddings(model, mels, dtype=torch.float64)
+    for a, b in zip(rows32, rows64, strict=True):
+        assert _rel(a, b) <= 1e-5
