@@ -16,6 +16,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from omni_app.tiny_models.gguf_io import write_tensors_and_close
 from omni_app.tiny_models.llm import TINY_DEMO_KEY
 
 AUDIO_FILE = "audio/MiniCPM-o-4_5-audio-F16.gguf"
@@ -158,10 +159,5 @@ def write_audio(
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(path, ARCH)
     _add_metadata(writer, dims, dtype, tiny_demo)
-    for name, array in weights.items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_tensors_and_close(writer, weights)
     return path

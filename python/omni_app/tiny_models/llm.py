@@ -10,6 +10,7 @@ import gguf
 import numpy as np
 
 from omni_app.tiny_models import tokenizer
+from omni_app.tiny_models.gguf_io import write_tensors_and_close
 
 TINY_DEMO_KEY = "omni_app.tiny_demo"
 ARCH = "qwen3"
@@ -141,10 +142,5 @@ def write_llm(path: Path, seed: int = 0, dtype: str = "f16", dims: LlmDims = TIN
         writer, dims, int(_FILE_TYPES[dtype]), "MiniCPM-o 4.5 tiny random-weight LLM", tiny_demo=True
     )
     add_tokenizer_metadata(writer)
-    for name, array in weights.items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_tensors_and_close(writer, weights)
     return path
