@@ -23,6 +23,16 @@ ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_
     return b ? ggml_add(ctx, y, b) : y;
 }
 
+// 1-D convolution as im2col + matmul. ggml_conv_1d always builds an F16 im2col, which rounds F32 inputs;
+// here the im2col takes the kernel's type, so an F32 file is computed in F32 throughout.
+ggml_tensor * conv_1d(ggml_context * ctx, ggml_tensor * kernel, ggml_tensor * input, int stride, int padding) {
+    const ggml_type cols_type = kernel->type == GGML_TYPE_F16 ? GGML_TYPE_F16 : GGML_TYPE_F32;
+    ggml_tensor * cols = ggml_im2col(ctx, kernel, input, stride, 0, padding, 0, 1, 0, false, cols_type);
+    ggml_tensor * out = ggml_mul_mat(ctx, ggml_reshape_2d(ctx, cols, cols->ne[0], cols->ne[2] * cols->ne[1]),
+                                     ggml_reshape_2d(ctx, kernel, kernel->ne[0] * kernel->ne[1], kernel->ne[2]));
+    return ggml_reshape_3d(ctx, out, cols->ne[1], kernel->ne[2], cols->ne[2]);
+}
+
 int conv2_frames(int n_frames) {
     return (n_frames - 1) / 2 + 1;
 }
@@ -196,10 +206,10 @@ AudioRows AudioEncoder::encode_window(const float * mel, int n_mel_total_frames,
 
 ggml_tensor * AudioEncoder::build_encoder(ggml_context * ctx, ggml_tensor * mel, int n_frames, const Window & window) {
     // Conv stem on (time, channels); biases are stored (1, C) so they broadcast over time.
-    ggml_tensor * x = ggml_conv_1d(ctx, conv1_w_, mel, 1, 1, 1);
+    ggml_tensor * x = conv_1d(ctx, conv1_w_, mel, 1, 1);
     // Exact (erf) GELU as in the PyTorch reference; the C++ reference uses the tanh approximation.
     x = ggml_gelu_erf(ctx, ggml_add(ctx, x, conv1_b_));
-    x = ggml_conv_1d(ctx, conv2_w_, x, 2, 1, 1);
+    x = conv_1d(ctx, conv2_w_, x, 2, 1);
     x = ggml_gelu_erf(ctx, ggml_add(ctx, x, conv2_b_));
     const int n_pos = conv2_frames(n_frames);
     x = ggml_cont(ctx, ggml_transpose(ctx, x));  // (d, time)

@@ -145,3 +145,43 @@ def test_stream_positions_and_reset(encoder, filters) -> None:
     assert rel_error(second, alone) > 0.05  # the cache and the position offset change the result
     encoder.reset_stream()
     np.testing.assert_array_equal(encoder.encode_chunk_mel(mels[0]), first)
+
+
+# Exact configuration: the F32 audio file, computed in F32 throughout (measured 1.9e-7). The bound is tight
+# enough to tell the reference's exact erf GELU from the tanh approximation the C++ reference uses (4.7e-5).
+EXACT_TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def exact_audio_path(tiny_model_dir_f32: Path) -> Path:
+    return tiny_model_dir_f32 / "audio" / "MiniCPM-o-4_5-audio-F16.gguf"
+
+
+@pytest.mark.parametrize("seconds", [1.0, 6.0])
+def test_exact_configuration_matches_pytorch(exact_audio_path: Path, seconds: float) -> None:
+    encoder = omni_engine.AudioEncoder(str(exact_audio_path), use_gpu=N_GPU_LAYERS != 0, n_threads=2)
+    reference = reference_audio_model(exact_audio_path)
+    filters = mel_filters_from_gguf(exact_audio_path)
+    mel = reference_mel_of(signal("bursts", seconds).astype(np.float64), filters).astype(np.float32)
+    error = rel_error(encoder.encode_mel(mel), reference_audio_embeddings(reference, mel))
+    assert error <= EXACT_TOLERANCE, f"exact-configuration rel error {error:.3e}"
+
+
+def test_exact_bound_separates_erf_from_tanh_gelu(exact_audio_path: Path) -> None:
+    import copy
+
+    import torch
+
+    reference = reference_audio_model(exact_audio_path)
+    tanh_reference = copy.deepcopy(reference)
+    swapped = 0
+    for module in tanh_reference.modules():
+        if hasattr(module, "activation_fn"):
+            module.activation_fn = torch.nn.GELU(approximate="tanh")
+            swapped += 1
+    assert swapped == 2  # the two tiny layers
+    filters = mel_filters_from_gguf(exact_audio_path)
+    mel = reference_mel_of(signal("bursts", 1.0).astype(np.float64), filters).astype(np.float32)
+    expected = reference_audio_embeddings(reference, mel)
+    gap = rel_error(reference_audio_embeddings(tanh_reference, mel), expected)
+    assert gap > 3 * EXACT_TOLERANCE, f"tanh vs erf GELU only {gap:.3e} apart"
