@@ -42,3 +42,26 @@ def tiny_model_dir_f32(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llm_f32_path(tiny_model_dir_f32: Path) -> Path:
     return tiny_model_dir_f32 / llm_file_name("f32")
+
+
+SPEECH_TEXTS = {
+    "en": ("en", "Hello, how are you today? Please tell me about the weather in Paris."),
+    "zh": ("cmn", "你好，今天天气怎么样？请介绍一下北京。"),
+}
+
+
+@pytest.fixture(scope="session")
+def espeak_speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Speech made with espeak-ng at test time (issue 3's test data): {"en": wav, "zh": wav}, 22.05 kHz."""
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("the speech test data needs espeak-ng: apt-get install espeak-ng (.ci/run installs it)")
+    out_dir = tmp_path_factory.mktemp("speech")
+    files = {}
+    for name, (voice, text) in SPEECH_TEXTS.items():
+        path = out_dir / f"{name}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
+        files[name] = path
+    return files

@@ -276,3 +276,16 @@ def test_without_the_audio_file_audio_is_501_and_text_works(llm_only_server):
         assert response.json() == {"error": AUDIO_MISSING}
         assert session_status(client)["n_past"] == start["n_keep"]
         assert_usable(client)
+
+
+def test_spoken_question_made_with_espeak(client, session, espeak_speech):
+    from omni_app.audio import decode_audio
+
+    data = espeak_speech["en"].read_bytes()
+    samples = decode_audio(data, max_seconds=60)
+    mel_frames = (len(samples) + 1599) // 1600 * 10
+    rows = ((mel_frames - 1) // 2 + 1 - 5) // 5 + 1
+    body = prefill_audio(client, data)
+    assert body["n_audio_positions"] == rows + 2
+    assert body["audio_seconds"] == pytest.approx(len(samples) / 16000, abs=1e-3)
+    assert_well_formed(generate(client, max_new_tokens=4), "max_tokens")

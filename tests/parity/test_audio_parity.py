@@ -185,3 +185,21 @@ def test_exact_bound_separates_erf_from_tanh_gelu(exact_audio_path: Path) -> Non
     expected = reference_audio_embeddings(reference, mel)
     gap = rel_error(reference_audio_embeddings(tanh_reference, mel), expected)
     assert gap > 3 * EXACT_TOLERANCE, f"tanh vs erf GELU only {gap:.3e} apart"
+
+
+def speech_16k(path: Path) -> np.ndarray:
+    from omni_app.audio import decode_audio  # the server's decoder: soundfile + librosa soxr_hq to 16 kHz
+
+    return decode_audio(path.read_bytes(), max_seconds=60)
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_speech_through_mel_and_encoder(encoder, reference, filters, espeak_speech, language: str) -> None:
+    pcm = speech_16k(espeak_speech[language])
+    assert len(pcm) > RATE  # over a second of speech
+    mel = reference_mel_of(pcm.astype(np.float64), filters)
+    assert rel_error(encoder.mel(pcm), mel) <= MEL_TOLERANCE
+    mel = mel.astype(np.float32)
+    ours = encoder.encode_mel(mel)
+    assert ours.shape == (audio_rows(mel.shape[1]), encoder.n_embd_out)
+    assert rel_error(ours, reference_audio_embeddings(reference, mel)) <= ENCODER_TOLERANCE
