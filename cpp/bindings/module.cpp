@@ -23,6 +23,7 @@ namespace py = pybind11;
 namespace {
 
 using omni::Token;
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 py::array_t<float> to_array(const std::vector<float> & values, py::ssize_t rows, py::ssize_t cols) {
     py::array_t<float> out(rows > 0 ? std::vector<py::ssize_t>{rows, cols} : std::vector<py::ssize_t>{cols});
@@ -30,8 +31,7 @@ py::array_t<float> to_array(const std::vector<float> & values, py::ssize_t rows,
     return out;
 }
 
-std::vector<float> to_vector(const py::array_t<float, py::array::c_style | py::array::forcecast> & array,
-                             size_t expected) {
+std::vector<float> to_vector(const FloatArray & array, size_t expected) {
     if (static_cast<size_t>(array.size()) != expected) {
         throw py::value_error("logits must have " + std::to_string(expected) + " values, got " +
                               std::to_string(array.size()));
@@ -227,7 +227,7 @@ void bind_engine(py::module_ & m) {
             [](PyEngine & e, const omni::SessionOptions & options, py::function on_event, py::object ref_audio) {
                 std::vector<float> voice;
                 if (!ref_audio.is_none()) {
-                    const auto pcm = ref_audio.cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+                    const auto pcm = ref_audio.cast<FloatArray>();
                     if (pcm.ndim() != 1) throw py::value_error("ref_audio must be 1-D mono float32 samples at 16 kHz");
                     voice.assign(pcm.data(), pcm.data() + pcm.size());
                     if (voice.empty()) throw omni::StateError("the reference voice is empty");
@@ -243,7 +243,7 @@ void bind_engine(py::module_ & m) {
             py::arg("text"), release())
         .def(
             "prefill_audio",
-            [](PyEngine & e, const py::array_t<float, py::array::c_style | py::array::forcecast> & pcm) {
+            [](PyEngine & e, const FloatArray & pcm) {
                 if (pcm.ndim() != 1) throw py::value_error("pcm must be 1-D mono float32 samples at 16 kHz");
                 const float * data = pcm.data();
                 const auto n = static_cast<size_t>(pcm.size());
@@ -309,7 +309,7 @@ void bind_llm(py::module_ & m) {
             py::arg("tokens"))
         .def(
             "eval_embeddings",
-            [](omni::Llm & llm, const py::array_t<float, py::array::c_style | py::array::forcecast> & rows) {
+            [](omni::Llm & llm, const FloatArray & rows) {
                 if (rows.ndim() != 2 || rows.shape(1) != llm.n_embd()) {
                     throw py::value_error("rows must have shape (n, " + std::to_string(llm.n_embd()) + ")");
                 }
@@ -350,10 +350,14 @@ void bind_llm(py::module_ & m) {
         .def("remove", &omni::Llm::remove, py::arg("p0"), py::arg("p1"), release());
 }
 
-using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
-
 py::array_t<float> rows_array(const omni::AudioRows & rows, int width) {
     return to_array(rows.data, rows.n_rows, width);
+}
+
+void require_mel_shape(const omni::AudioEncoder & enc, const FloatArray & mel) {
+    if (mel.ndim() != 2 || mel.shape(0) != enc.n_mel()) {
+        throw py::value_error("mel must have shape (" + std::to_string(enc.n_mel()) + ", frames)");
+    }
 }
 
 void bind_audio(py::module_ & m) {
@@ -381,9 +385,7 @@ void bind_audio(py::module_ & m) {
         .def(
             "encode_chunk_mel",
             [](omni::AudioEncoder & enc, const FloatArray & mel) {
-                if (mel.ndim() != 2 || mel.shape(0) != enc.n_mel()) {
-                    throw py::value_error("mel must have shape (" + std::to_string(enc.n_mel()) + ", frames)");
-                }
+                require_mel_shape(enc, mel);
                 omni::AudioRows rows;
                 {
                     py::gil_scoped_release release;
@@ -407,9 +409,7 @@ void bind_audio(py::module_ & m) {
         .def(
             "encode_mel",
             [](omni::AudioEncoder & enc, const FloatArray & mel) {
-                if (mel.ndim() != 2 || mel.shape(0) != enc.n_mel()) {
-                    throw py::value_error("mel must have shape (" + std::to_string(enc.n_mel()) + ", frames)");
-                }
+                require_mel_shape(enc, mel);
                 omni::AudioRows rows;
                 {
                     py::gil_scoped_release release;
@@ -436,9 +436,8 @@ void bind_sampler(py::module_ & m) {
         .def(py::init<const omni::SamplingParams &>(), py::arg("params"))
         .def(
             "apply",
-            [](const omni::Sampler & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & logits,
-               const std::vector<Token> & history, const std::vector<Token> & terminators,
-               const std::vector<Token> & forbidden) {
+            [](const omni::Sampler & s, const FloatArray & logits, const std::vector<Token> & history,
+               const std::vector<Token> & terminators, const std::vector<Token> & forbidden) {
                 const std::vector<float> values = to_vector(logits, static_cast<size_t>(logits.size()));
                 return to_array(s.probabilities(values, history, terminators, forbidden), 0,
                                 static_cast<py::ssize_t>(values.size()));
@@ -447,9 +446,8 @@ void bind_sampler(py::module_ & m) {
             py::arg("forbidden") = std::vector<Token>{})
         .def(
             "sample",
-            [](omni::Sampler & s, const py::array_t<float, py::array::c_style | py::array::forcecast> & logits,
-               const std::vector<Token> & history, const std::vector<Token> & terminators,
-               const std::vector<Token> & forbidden) {
+            [](omni::Sampler & s, const FloatArray & logits, const std::vector<Token> & history,
+               const std::vector<Token> & terminators, const std::vector<Token> & forbidden) {
                 return s.sample(to_vector(logits, static_cast<size_t>(logits.size())), history, terminators, forbidden);
             },
             py::arg("logits"), py::arg("history") = std::vector<Token>{}, py::arg("terminators") = std::vector<Token>{},

@@ -243,7 +243,10 @@ void Pipeline::prefill_system_prompt(const std::vector<float> & ref_audio) {
 }
 
 int Pipeline::eval_text(const std::string & text, bool parse_special, std::vector<float> * logits) {
-    const std::vector<Token> tokens = llm_->tokenize(text, parse_special);
+    return eval_tokens(llm_->tokenize(text, parse_special), logits);
+}
+
+int Pipeline::eval_tokens(const std::vector<Token> & tokens, std::vector<float> * logits) {
     ensure_room(static_cast<int>(tokens.size()));
     llm_->eval_tokens(tokens, logits);
     context_.insert(context_.end(), tokens.begin(), tokens.end());
@@ -274,9 +277,9 @@ int Pipeline::prefill_audio(const float * pcm, size_t n_samples) {
         const std::vector<Token> open = llm_->tokenize(kAudioStart, true);
         const std::vector<Token> close = llm_->tokenize(kAudioEnd, true);
         ensure_room(static_cast<int>(open.size() + close.size()) + rows.n_rows);
-        int added = eval_text(kAudioStart, true, nullptr);
+        int added = eval_tokens(open, nullptr);
         added += eval_rows(rows.data, rows.n_rows);
-        added += eval_text(kAudioEnd, true, nullptr);
+        added += eval_tokens(close, nullptr);
         pending_prefill_tokens_ += added;
         pending_prefill_ms_ += now_ms() - t0;
         return added;

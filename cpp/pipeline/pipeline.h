@@ -116,6 +116,7 @@ private:
     void check_audio(const float * pcm, size_t n_samples, const char * what) const;
     // Both return how many positions they wrote (the window may slide first, so n_past can shrink).
     int eval_text(const std::string & text, bool parse_special, std::vector<float> * logits);
+    int eval_tokens(const std::vector<Token> & tokens, std::vector<float> * logits);
     int eval_rows(const std::vector<float> & rows, int n_rows);
     void require_idle_session();
     void ensure_room(int n_new);

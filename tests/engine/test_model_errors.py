@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import omni_engine as oe
+from omni_app.tiny_models.gguf_io import write_tensors_and_close
 
 
 def open_engine(model_dir: Path) -> oe.Engine:
@@ -52,11 +53,7 @@ def write_small_gguf(path: Path, arch: str, with_tokens: bool) -> None:
     writer.add_string("tokenizer.ggml.model", "gpt2")
     if with_tokens:
         writer.add_array("tokenizer.ggml.tokens", ["a", "b"])
-    writer.add_tensor("token_embd.weight", np.zeros((2, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_tensors_and_close(writer, {"token_embd.weight": np.zeros((2, 8), dtype=np.float32)})
 
 
 def test_wrong_architecture_is_named(tmp_path: Path) -> None:

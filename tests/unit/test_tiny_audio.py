@@ -19,6 +19,7 @@ from gguf import GGMLQuantizationType, GGUFValueType
 from omni_app.config import GgufHeader, read_gguf_header, validate_model_dir
 from omni_app.tiny_models import write_tiny_model_dir
 from omni_app.tiny_models.audio import FULL_AUDIO_DIMS, random_weights, tensor_shapes
+from omni_app.tiny_models.gguf_io import write_tensors_and_close
 
 AUDIO = "audio/MiniCPM-o-4_5-audio-F16.gguf"
 U32, STR, BOOL = GGUFValueType.UINT32, GGUFValueType.STRING, GGUFValueType.BOOL
@@ -233,12 +234,7 @@ def _write_variant(
     writer = gguf.GGUFWriter(path, "whisper")
     for key, (value, value_type, item_type) in keys.items():
         writer.add_key_value(key, value, value_type, item_type)
-    for name, array in tensors.items():
-        writer.add_tensor(name, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_tensors_and_close(writer, tensors)
     report = validate_model_dir(model_dir)
     assert report.stages["audio"] == (report.status_of("audio").message == "")
     return report.status_of("audio").message
