@@ -102,7 +102,7 @@ if [ "$SKIP_BUILD" != 1 ]; then
 fi
 check_cuda
 stamp "bench (writes the full-size $QUANT LLM into $MODEL_DIR first)"
-(cd /tmp && python3 -m omni_app.bench --make-full-size-llm "$MODEL_DIR" --quant "$QUANT" --n-layer "$N_LAYER" \
+(cd /tmp && python3 -m omni_app.bench --make-full-size-models "$MODEL_DIR" --quant "$QUANT" --n-layer "$N_LAYER" \
   --n-ctx "$N_CTX" --n-gpu-layers -1 --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" \
   --runs "$RUNS" --json-out "$OUT/bench-cuda.json") 2>&1 | tee "$OUT/bench.log"
 stamp "done"

@@ -2,7 +2,7 @@
 
     python -m omni_app bench --model-dir DIR [--n-ctx 4096] [--n-gpu-layers -1] [--threads 0]
         [--prompt-tokens 512] [--gen-tokens 128] [--runs 3] [--json-out PATH]
-        [--make-full-size-llm DIR [--quant Q4_K_M|Q8_0] [--n-layer 36]]
+        [--make-full-size-models DIR [--quant Q4_K_M|Q8_0] [--n-layer 36]]
 
 Two parts, one model in memory at a time:
 - the Engine (what the server uses): load time, then per run one user turn of ~prompt-tokens of text,
@@ -85,25 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json-out", type=Path, help="write the results as JSON here")
     parser.add_argument(
+        "--make-full-size-models",
         "--make-full-size-llm",
         type=Path,
         metavar="DIR",
-        help="write a full-size random-weight LLM into DIR, then benchmark DIR",
+        help="write full-size random-weight files (LLM, audio encoder) into DIR, then benchmark DIR",
     )
     parser.add_argument(
-        "--quant", choices=("Q4_K_M", "Q8_0"), default="Q4_K_M", help="for --make-full-size-llm"
+        "--quant", choices=("Q4_K_M", "Q8_0"), default="Q4_K_M", help="for --make-full-size-models"
     )
     parser.add_argument("--n-layer", type=int, default=36, help="for --make-full-size-llm (36 = real size)")
     return parser
 
 
 def check_args(args: argparse.Namespace) -> str | None:
-    if args.make_full_size_llm is not None and args.model_dir is not None:
-        return "--make-full-size-llm DIR benchmarks DIR: leave out --model-dir"
-    if args.make_full_size_llm is None:
+    if args.make_full_size_models is not None and args.model_dir is not None:
+        return "--make-full-size-models DIR benchmarks DIR: leave out --model-dir"
+    if args.make_full_size_models is None:
         args.model_dir = config.resolve_model_dir(None if args.model_dir is None else str(args.model_dir))
         if args.model_dir is None:
-            return "no model directory: give --model-dir, set OMNI_MODEL_DIR, or use --make-full-size-llm"
+            return "no model directory: give --model-dir, set OMNI_MODEL_DIR, or use --make-full-size-models"
     if args.runs < 1 or args.prompt_tokens < 1 or args.gen_tokens < 1:
         return "--runs, --prompt-tokens and --gen-tokens must be at least 1"
     if args.prompt_tokens + args.gen_tokens + WARMUP_DECODE_STEPS > args.n_ctx:
@@ -326,14 +327,16 @@ def make_model_dir(args: argparse.Namespace) -> Path:
     from omni_app import bench_models
 
     start = time.perf_counter()
-    path = bench_models.write_full_size_llm_dir(args.make_full_size_llm, args.quant, args.n_layer)
+    paths = bench_models.write_full_size_model_dir(args.make_full_size_models, args.quant, args.n_layer)
     seconds = time.perf_counter() - start
-    print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {seconds:.1f} s", flush=True)
-    return args.make_full_size_llm
+    for path in paths:
+        print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB)", flush=True)
+    print(f"full-size files written in {seconds:.1f} s", flush=True)
+    return args.make_full_size_models
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    model_dir = make_model_dir(args) if args.make_full_size_llm is not None else args.model_dir
+    model_dir = make_model_dir(args) if args.make_full_size_models is not None else args.model_dir
     llm_path = Path(args.llm_file) if args.llm_file else config.find_llm_file(model_dir)
     metrics = Metrics()
     text = bench_llm(args, str(llm_path), metrics)

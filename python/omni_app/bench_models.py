@@ -1,8 +1,9 @@
-"""Full-size random-weight LLM files for benchmarks.
+"""Full-size random-weight model files for benchmarks (the LLM and the audio encoder so far).
 
 Speed does not depend on weight values, so the quantized blocks are a short random pattern repeated over each
 tensor (valid, small scales; no NaN or inf). Writing is bound by the disk: a Q4_K_M file of the real shape is
 about 5 GB. The tokenizer is the tiny-model one (real vocabulary size, special tokens at their real ids).
+The audio encoder (about 0.6 GB of F16) is written by the tiny-model writer with the real dimensions.
 
     python -m omni_app.bench_models DIR [--quant Q4_K_M|Q8_0] [--n-layer 36]
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from omni_app.tiny_models.audio import FULL_AUDIO_DIMS, write_audio
 from omni_app.tiny_models.llm import LlmDims, add_model_metadata, add_tokenizer_metadata
 
 QuantType = gguf.GGMLQuantizationType
@@ -177,11 +179,16 @@ def _raw(item: TensorPlan) -> QuantType | None:
     return None if item.qtype == QuantType.F32 else item.qtype
 
 
-def write_full_size_llm_dir(directory: Path, quant: str = "Q4_K_M", n_layer: int = 36) -> Path:
-    """A model directory holding only the LLM file (the other stages are not benchmarked yet)."""
-    path = Path(directory) / llm_file_name(quant)
-    write_full_size_llm(path, replace(FULL_SIZE_DIMS, n_layer=n_layer), quant)
-    return path
+AUDIO_FILE = Path("audio") / "MiniCPM-o-4_5-audio-F16.gguf"
+
+
+def write_full_size_model_dir(directory: Path, quant: str = "Q4_K_M", n_layer: int = 36) -> list[Path]:
+    """A model directory in the official layout with the stages that have full-size writers; returns the
+    files written, the LLM first."""
+    llm_path = Path(directory) / llm_file_name(quant)
+    write_full_size_llm(llm_path, replace(FULL_SIZE_DIMS, n_layer=n_layer), quant)
+    audio_path = write_audio(Path(directory) / AUDIO_FILE, seed=0, dims=FULL_AUDIO_DIMS, tiny_demo=False)
+    return [llm_path, audio_path]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,10 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-layer", type=int, default=36, help="layers (36 = real; fewer for a quick check)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    path = write_full_size_llm_dir(args.directory, args.quant, args.n_layer)
+    paths = write_full_size_model_dir(args.directory, args.quant, args.n_layer)
     seconds = time.perf_counter() - start
-    size_gb = path.stat().st_size / 1e9
-    print(f"wrote {path} ({size_gb:.2f} GB) in {seconds:.1f} s ({size_gb / seconds:.2f} GB/s)")
+    size_gb = sum(path.stat().st_size for path in paths) / 1e9
+    names = ", ".join(str(path) for path in paths)
+    print(f"wrote {names} ({size_gb:.2f} GB) in {seconds:.1f} s ({size_gb / seconds:.2f} GB/s)")
     return 0
 
 

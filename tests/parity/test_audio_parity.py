@@ -150,6 +150,9 @@ def test_stream_positions_and_reset(encoder, filters) -> None:
 # Exact configuration: the F32 audio file, computed in F32 throughout (measured 1.9e-7). The bound is tight
 # enough to tell the reference's exact erf GELU from the tanh approximation the C++ reference uses (4.7e-5).
 EXACT_TOLERANCE = 1e-5
+# On CUDA ggml runs F32 matrix products through cuBLAS in TF32 (10-bit mantissa; measured 2.0e-4 on the H100),
+# so the GPU run of the same graph is held to the production bound; the erf/tanh distinction is the CPU's job.
+EXACT_TOLERANCE_ON_GPU = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +167,8 @@ def test_exact_configuration_matches_pytorch(exact_audio_path: Path, seconds: fl
     filters = mel_filters_from_gguf(exact_audio_path)
     mel = reference_mel_of(signal("bursts", seconds).astype(np.float64), filters).astype(np.float32)
     error = rel_error(encoder.encode_mel(mel), reference_audio_embeddings(reference, mel))
-    assert error <= EXACT_TOLERANCE, f"exact-configuration rel error {error:.3e}"
+    bound = EXACT_TOLERANCE if N_GPU_LAYERS == 0 else EXACT_TOLERANCE_ON_GPU
+    assert error <= bound, f"exact-configuration rel error {error:.3e}"
 
 
 def test_exact_bound_separates_erf_from_tanh_gelu(exact_audio_path: Path) -> None:
