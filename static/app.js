@@ -2,6 +2,7 @@
 import { ApiError, api } from "./api.js";
 import { PcmPlayer } from "./player.js";
 import { MicRecorder } from "./recorder.js";
+import { formatMs, formatSpeechTokens, formatTtsTime } from "./stats.js";
 import { base64ToBytes, pcm16Base64ToFloat32, recordingToBase64Wav } from "./wav.js";
 
 const HEALTH_POLL_MS = 5000;
@@ -356,6 +357,7 @@ function newTurn() {
     audioSeconds: 0,
     audioChunks: 0,
     ttsChunks: 0,
+    speechTokens: 0,
     serverStats: null,
     doneReason: "",
     sawEnd: false,
@@ -424,6 +426,7 @@ function handleEvent(turn, event) {
       break;
     case "tts_chunk":
       turn.ttsChunks += 1;
+      if (Number.isFinite(event.n_speech_tokens)) turn.speechTokens += event.n_speech_tokens;
       break;
     case "listen":
       addMeta(turn.entry, "listening…");
@@ -506,6 +509,8 @@ const statIds = [
   "tps-client",
   "tokens",
   "audio",
+  "speech",
+  "tts",
   "rtf",
   "gaps",
   "total",
@@ -520,7 +525,7 @@ function resetStats() {
   for (const id of statIds) setStat(id, "–");
 }
 
-const ms = (value) => `${Math.round(value)} ms`;
+const ms = formatMs;
 
 // Turns the raw measurements of one answer into the panel's numbers (pure, for clarity).
 function computeStats(turn, playerStats) {
@@ -538,6 +543,8 @@ function computeStats(turn, playerStats) {
   out["tps-client"] = turn.textEvents > 1 && textSpan > 0 ? ((turn.textEvents - 1) / textSpan).toFixed(1) : "–";
   out.tokens = typeof s.decode_tokens === "number" ? String(s.decode_tokens) : "–";
   out.audio = turn.audioSeconds > 0 ? `${turn.audioSeconds.toFixed(2)} s (${turn.audioChunks} chunks)` : "–";
+  out.speech = formatSpeechTokens(turn.serverStats, turn.speechTokens);
+  out.tts = formatTtsTime(turn.serverStats);
   const generationEnd = turn.endedAt || turn.lastEventAt;
   if (turn.audioSeconds > 0 && turn.generateStartedAt && generationEnd) {
     out.rtf = ((generationEnd - turn.generateStartedAt) / 1000 / turn.audioSeconds).toFixed(2);

@@ -8,6 +8,8 @@
 #include <memory>
 
 #include "audio/audio_encoder.h"
+#include "bindings/arrays.h"
+#include "bindings/tts_bindings.h"
 #include "core/backend.h"
 #include "core/errors.h"
 #include "core/log.h"
@@ -23,21 +25,9 @@ namespace py = pybind11;
 namespace {
 
 using omni::Token;
-using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
-
-py::array_t<float> to_array(const std::vector<float> & values, py::ssize_t rows, py::ssize_t cols) {
-    py::array_t<float> out(rows > 0 ? std::vector<py::ssize_t>{rows, cols} : std::vector<py::ssize_t>{cols});
-    std::copy(values.begin(), values.end(), out.mutable_data());
-    return out;
-}
-
-std::vector<float> to_vector(const FloatArray & array, size_t expected) {
-    if (static_cast<size_t>(array.size()) != expected) {
-        throw py::value_error("logits must have " + std::to_string(expected) + " values, got " +
-                              std::to_string(array.size()));
-    }
-    return std::vector<float>(array.data(), array.data() + array.size());
-}
+using omni_bindings::FloatArray;
+using omni_bindings::to_array;
+using omni_bindings::to_vector;
 
 py::dict stats_dict(const omni::TurnStats & s) {
     py::dict d;
@@ -48,6 +38,9 @@ py::dict stats_dict(const omni::TurnStats & s) {
     d["decode_ms"] = s.decode_ms;
     d["tokens_per_s"] = s.tokens_per_s();
     d["total_ms"] = s.total_ms;
+    d["speech_tokens"] = s.speech_tokens;
+    d["tts_ms"] = s.tts_ms;
+    d["first_speech_group_ms"] = s.first_speech_ms;
     return d;
 }
 
@@ -61,6 +54,7 @@ py::dict event_dict(const omni::Event & e) {
             d["text"] = e.text;
             d["n_speech_tokens"] = e.n_speech_tokens;
             d["chunk_idx"] = e.chunk_idx;
+            d["speech_tokens"] = e.speech_tokens;
             break;
         case omni::EventType::audio: {
             py::array_t<int16_t> pcm(static_cast<py::ssize_t>(e.pcm.size()));
@@ -180,19 +174,22 @@ void bind_options(py::module_ & m) {
 
     py::class_<omni::SessionOptions>(m, "SessionOptions")
         .def(py::init([](std::string media_type, bool duplex, std::string language, bool speak,
-                         omni::SamplingParams sampling, int max_new_tokens, int max_preserved_context) {
+                         omni::SamplingParams sampling, omni::TtsSamplingParams tts_sampling, int max_new_tokens,
+                         int max_preserved_context) {
                  return omni::SessionOptions{
-                     std::move(media_type), duplex, std::move(language), speak, sampling, max_new_tokens,
-                     max_preserved_context};
+                     std::move(media_type), duplex,         std::move(language),  speak, sampling,
+                     tts_sampling,          max_new_tokens, max_preserved_context};
              }),
              py::kw_only(), py::arg("media_type") = "audio", py::arg("duplex") = false, py::arg("language") = "zh",
-             py::arg("speak") = true, py::arg("sampling") = omni::SamplingParams{}, py::arg("max_new_tokens") = 2048,
+             py::arg("speak") = true, py::arg("sampling") = omni::SamplingParams{},
+             py::arg("tts_sampling") = omni::TtsSamplingParams{}, py::arg("max_new_tokens") = 2048,
              py::arg("max_preserved_context") = 2048)
         .def_readwrite("media_type", &omni::SessionOptions::media_type)
         .def_readwrite("duplex", &omni::SessionOptions::duplex)
         .def_readwrite("language", &omni::SessionOptions::language)
         .def_readwrite("speak", &omni::SessionOptions::speak)
         .def_readwrite("sampling", &omni::SessionOptions::sampling)
+        .def_readwrite("tts_sampling", &omni::SessionOptions::tts_sampling)
         .def_readwrite("max_new_tokens", &omni::SessionOptions::max_new_tokens)
         .def_readwrite("max_preserved_context", &omni::SessionOptions::max_preserved_context);
 }
@@ -213,11 +210,12 @@ void bind_engine(py::module_ & m) {
                                    d["n_ctx_train"] = info.n_ctx_train;
                                    d["backend"] = info.backend;
                                    d["audio_path"] = info.audio_path;
+                                   d["tts_path"] = info.tts_path;
                                    py::dict stages;
                                    stages["llm"] = true;
                                    stages["audio"] = !info.audio_path.empty();
                                    stages["vision"] = false;
-                                   stages["tts"] = false;
+                                   stages["tts"] = !info.tts_path.empty();
                                    stages["token2wav"] = false;
                                    d["stages"] = stages;
                                    return d;
@@ -455,7 +453,7 @@ void bind_sampler(py::module_ & m) {
 }
 
 // Pure pieces exposed for exact unit tests.
-void bind_internals(py::module_ & m) {
+py::module_ bind_internals(py::module_ & m) {
     py::module_ internals = m.def_submodule("internals", "pure engine pieces, exposed for tests");
     py::class_<omni::Utf8Accumulator>(internals, "Utf8Accumulator")
         .def(py::init<>())
@@ -480,6 +478,7 @@ void bind_internals(py::module_ & m) {
         const omni::DropSpan span = omni::plan_slide(n_keep, n_past, round_starts, open_round_start, max_preserved);
         return py::make_tuple(span.begin, span.end);
     });
+    return internals;
 }
 
 void bind_system(py::module_ & m) {
@@ -561,10 +560,12 @@ PYBIND11_MODULE(omni_engine, m) {
     py::register_exception<omni::ContextFullError>(m, "ContextFullError", state_error.ptr());
 
     bind_system(m);
+    omni_bindings::bind_tts_options(m);  // before bind_options: SessionOptions defaults to TtsSamplingParams{}
     bind_options(m);
     bind_engine(m);
     bind_llm(m);
     bind_sampler(m);
     bind_audio(m);
-    bind_internals(m);
+    py::module_ internals = bind_internals(m);
+    omni_bindings::bind_tts(m, internals);
 }

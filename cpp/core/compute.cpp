@@ -41,15 +41,25 @@ GraphRunner::~GraphRunner() {
     if (allocator_) ggml_gallocr_free(allocator_);
 }
 
-void GraphRunner::run(const std::function<ggml_cgraph *(ggml_context *)> & build,
-                      const std::function<void()> & set_inputs) {
+ggml_cgraph * GraphRunner::build_in_scratch(const std::function<ggml_cgraph *(ggml_context *)> & build) {
     if (scratch_) ggml_free(scratch_);
     ggml_init_params params{};
     params.mem_size = ggml_tensor_overhead() * max_nodes_ + ggml_graph_overhead_custom(max_nodes_, false);
     params.no_alloc = true;
     scratch_ = ggml_init(params);
     if (!scratch_) throw EngineError("could not create a graph context");
-    ggml_cgraph * graph = build(scratch_);
+    return build(scratch_);
+}
+
+void GraphRunner::reserve(const std::function<ggml_cgraph *(ggml_context *)> & build) {
+    if (!ggml_gallocr_reserve(allocator_, build_in_scratch(build))) {
+        throw EngineError("out of memory reserving a compute buffer");
+    }
+}
+
+void GraphRunner::run(const std::function<ggml_cgraph *(ggml_context *)> & build,
+                      const std::function<void()> & set_inputs) {
+    ggml_cgraph * graph = build_in_scratch(build);
     if (!ggml_gallocr_alloc_graph(allocator_, graph)) throw EngineError("out of memory allocating a compute graph");
     set_inputs();
     if (ggml_backend_graph_compute(backend_, graph) != GGML_STATUS_SUCCESS) {

@@ -45,8 +45,13 @@ public:
     // `build` creates the graph in the given scratch context (tensors without data); `set_inputs` runs after
     // allocation to upload the inputs; returns the graph so the caller can read its outputs.
     void run(const std::function<ggml_cgraph *(ggml_context *)> & build, const std::function<void()> & set_inputs);
+    // Sizes the compute buffer for `build`'s graph now (it only ever grows), so later graphs up to that size run
+    // without a new device allocation.
+    void reserve(const std::function<ggml_cgraph *(ggml_context *)> & build);
 
 private:
+    ggml_cgraph * build_in_scratch(const std::function<ggml_cgraph *(ggml_context *)> & build);
+
     ggml_backend * backend_;
     size_t max_nodes_;
     ggml_gallocr * allocator_ = nullptr;

@@ -3,8 +3,10 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/gguf_file.h"
 
@@ -15,10 +17,22 @@ struct ggml_backend_buffer;
 
 namespace omni {
 
+struct WeightFileOptions {
+    std::vector<std::string> skip;  // tensors left unread (present in the file, unused by the stage)
+    std::vector<std::string> host;  // tensors read into host memory as F32 instead of the backend buffer
+};
+
+// A tensor kept in host memory, converted to F32; `ne` in GGUF order.
+struct HostTensor {
+    std::vector<int64_t> ne;
+    std::vector<float> data;
+};
+
 class WeightFile {
 public:
-    // Reads every tensor of `path` into a buffer of `backend`. Throws ModelFileError naming the file.
-    WeightFile(const std::string & path, ggml_backend * backend);
+    // Reads the tensors of `path` into a buffer of `backend` (and the `host` ones into memory).
+    // Throws ModelFileError naming the file.
+    WeightFile(const std::string & path, ggml_backend * backend, const WeightFileOptions & options = {});
     ~WeightFile();
     WeightFile(const WeightFile &) = delete;
     WeightFile & operator=(const WeightFile &) = delete;
@@ -27,8 +41,11 @@ public:
     const std::string & path() const { return meta_->path(); }
     // The tensor called `name`; throws ModelFileError naming file, tensor, expected and actual ne.
     ggml_tensor * get(const std::string & name, std::initializer_list<int64_t> ne) const;
+    // A host tensor (named in options.host); same errors as get().
+    const HostTensor & host(const std::string & name, std::initializer_list<int64_t> ne) const;
 
 private:
+    std::map<std::string, HostTensor> host_;
     std::unique_ptr<GgufFile> meta_;
     ggml_context * ctx_ = nullptr;
     ggml_backend_buffer * buffer_ = nullptr;

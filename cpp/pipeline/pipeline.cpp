@@ -42,6 +42,13 @@ std::string find_audio_file(const std::string & model_dir) {
     return fs::is_regular_file(path, ec) ? path.string() : "";
 }
 
+// The official TTS file and its projector file ("" each when missing; the TTS stage needs the first).
+std::string find_tts_file(const std::string & model_dir, const char * name) {
+    const fs::path path = fs::path(model_dir) / "tts" / name;
+    std::error_code ec;
+    return fs::is_regular_file(path, ec) ? path.string() : "";
+}
+
 std::string find_llm_file(const std::string & model_dir) {
     std::error_code ec;
     if (!fs::is_directory(model_dir, ec)) {
@@ -90,6 +97,7 @@ Pipeline::Pipeline(const EngineOptions & options) : options_(options) {
                        primary_backend_name(options.n_gpu_layers),
                        ""};
     load_audio_stage(options);
+    load_tts_stage(options);
     log_message(LogLevel::info, "LLM loaded from " + info_.llm_path + " in " +
                                     std::to_string(static_cast<int>(now_ms() - t0)) + " ms (backend " + info_.backend +
                                     ")");
@@ -107,6 +115,26 @@ void Pipeline::load_audio_stage(const EngineOptions & options) {
     info_.audio_path = path;
 }
 
+void Pipeline::load_tts_stage(const EngineOptions & options) {
+    if (options.model_dir.empty()) return;
+    const std::string path = find_tts_file(options.model_dir, "MiniCPM-o-4_5-tts-F16.gguf");
+    if (path.empty()) return;
+    TtsOptions tts_options;
+    tts_options.path = path;
+    tts_options.projector_path = find_tts_file(options.model_dir, "MiniCPM-o-4_5-projector-F16.gguf");
+    tts_options.use_gpu = options.n_gpu_layers != 0;
+    tts_options.n_threads = options.n_threads;
+    tts_ = std::make_unique<Tts>(tts_options);
+    if (tts_->n_llm_embd() != llm_->n_embd()) {
+        throw ModelFileError(path + ": the TTS projector takes " + std::to_string(tts_->n_llm_embd()) +
+                             " values per hidden state but the LLM's are " + std::to_string(llm_->n_embd()));
+    }
+    info_.tts_path = path;
+    speech_ = std::make_unique<SpeechWorker>(
+        *tts_, [this](Event e) { emit(std::move(e)); }, [this](int turn) { return stop_through_turn_ >= turn; },
+        now_ms);
+}
+
 Pipeline::~Pipeline() {
     close();
 }
@@ -120,7 +148,10 @@ void Pipeline::close() {
     request_stop("stop");
     llm_jobs_.close();
     if (llm_thread_.joinable()) llm_thread_.join();
-    sink_.reset();  // delivers what is left
+    if (speech_) speech_->close();  // after the LLM thread: it may still hand over a turn's end
+    sink_.reset();                  // delivers what is left
+    speech_.reset();
+    tts_.reset();
     llm_.reset();
 }
 
@@ -189,6 +220,7 @@ void Pipeline::start_session(const SessionOptions & options, EventCallback callb
     Session session{options, parse_media_type(options.media_type), parse_language(options.language)};
     if (options.duplex) throw StateError("duplex mode is not available yet (this build supports simplex only)");
     validate(options.sampling);
+    validate(options.tts_sampling);
     if (options.max_new_tokens < 1) throw StateError("max_new_tokens must be >= 1");
     if (options.max_preserved_context < 1) throw StateError("max_preserved_context must be >= 1");
 
@@ -445,8 +477,13 @@ void Pipeline::run_turn(int turn, int max_new_tokens, float length_penalty, doub
         abortable_ = true;
         abort_eval_ = stop_through_turn_ >= turn;
     }
+    const bool speaking = speech_ && session_->options.speak;
+    std::unique_ptr<SpeechChunkBuilder> speech;
+    if (speaking) {
+        speech = std::make_unique<SpeechChunkBuilder>(turn, llm_->n_embd(), session_->options.tts_sampling, t_generate);
+    }
     try {
-        reason = generate_tokens(turn, max_new_tokens, length_penalty, stats, t_generate);
+        reason = generate_tokens(turn, max_new_tokens, length_penalty, stats, t_generate, speech.get());
     } catch (const ContextFullError & e) {
         reason = "context_full";
         emit(error_event(turn, e.what()));
@@ -470,13 +507,25 @@ void Pipeline::run_turn(int turn, int max_new_tokens, float length_penalty, doub
         emit(error_event(turn, std::string("could not close the turn: ") + e.what()));
         reason = "error";
     }
+    if (speech && hand_turn_end_to_speech(*speech, reason, stats)) return;
     stats.total_ms = now_ms() - t_generate;
     emit(stats_event(turn, stats));
     emit(end_of_turn_event(turn, reason));
 }
 
+// The last (possibly empty) text chunk goes to the TTS thread together with the turn's end, which that thread
+// emits after the speech. False if the thread is gone (the engine is closing).
+bool Pipeline::hand_turn_end_to_speech(SpeechChunkBuilder & speech, const std::string & reason,
+                                       const TurnStats & stats) {
+    SpeechJob job = speech.take(true);
+    job.end = true;
+    job.reason = reason;
+    job.stats = stats;
+    return speech_->push(std::move(job));
+}
+
 std::string Pipeline::generate_tokens(int turn, int max_new_tokens, float length_penalty, TurnStats & stats,
-                                      double t_generate) {
+                                      double t_generate, SpeechChunkBuilder * speech) {
     const SessionOptions & opts = session_->options;
     const int limit = max_new_tokens > 0 ? max_new_tokens : opts.max_new_tokens;
     SamplingParams params = opts.sampling;
@@ -523,9 +572,16 @@ std::string Pipeline::generate_tokens(int turn, int max_new_tokens, float length
         context_.push_back(token);
         n_past_ = llm_->n_past();
         ++stats.decode_tokens;
+        if (speech) {
+            speech->add(token, hidden, piece);
+            if (speech->full()) {
+                speech_->push(speech->take(false));  // waits while the TTS is one chunk behind
+            }
+        }
     }
     const std::string rest = text.flush();
     if (!rest.empty()) emit(text_event(turn, rest));
+    if (speech) speech->add_text(rest);
     stats.decode_ms = now_ms() - t_decode;
     return reason;
 }

@@ -19,6 +19,9 @@
 #include "pipeline/event_sink.h"
 #include "pipeline/events.h"
 #include "pipeline/queue.h"
+#include "pipeline/speech_worker.h"
+#include "tts/speech_sampler.h"
+#include "tts/tts_model.h"
 
 namespace omni {
 
@@ -39,6 +42,7 @@ struct SessionOptions {
     std::string language = "zh";
     bool speak = true;
     SamplingParams sampling;
+    TtsSamplingParams tts_sampling;
     int max_new_tokens = 2048;
     int max_preserved_context = 2048;
 };
@@ -52,6 +56,7 @@ struct EngineInfo {
     int n_ctx_train = 0;
     std::string backend;
     std::string audio_path;  // "" when the model directory has no audio encoder
+    std::string tts_path;    // "" when the model directory has no TTS
 };
 
 enum class PipelineState { no_session, idle, generating };
@@ -77,6 +82,7 @@ public:
     // number of positions added. StateError without the audio stage, for empty or non-finite audio.
     int prefill_audio(const float * pcm, size_t n_samples);
     bool has_audio() const { return audio_ != nullptr; }
+    bool has_tts() const { return tts_ != nullptr; }
     // Starts one answer on the LLM thread and returns its turn id at once. max_new_tokens <= 0 and
     // length_penalty <= 0 mean the session's values.
     int generate(int max_new_tokens = -1, float length_penalty = -1.0f);
@@ -112,6 +118,7 @@ private:
 
     void resolve_special_tokens();
     void load_audio_stage(const EngineOptions & options);
+    void load_tts_stage(const EngineOptions & options);
     void prefill_system_prompt(const std::vector<float> & ref_audio);
     void check_audio(const float * pcm, size_t n_samples, const char * what) const;
     // Both return how many positions they wrote (the window may slide first, so n_past can shrink).
@@ -123,7 +130,8 @@ private:
     void slide_window();
     void run_turn(int turn, int max_new_tokens, float length_penalty, double t_generate);
     std::string generate_tokens(int turn, int max_new_tokens, float length_penalty, TurnStats & stats,
-                                double t_generate);
+                                double t_generate, SpeechChunkBuilder * speech);
+    bool hand_turn_end_to_speech(SpeechChunkBuilder & speech, const std::string & reason, const TurnStats & stats);
     void close_turn();
     void emit(Event event);
     void on_turn_ending(const Event & event);
@@ -135,6 +143,7 @@ private:
     EngineInfo info_;
     std::unique_ptr<Llm> llm_;
     std::unique_ptr<AudioEncoder> audio_;
+    std::unique_ptr<Tts> tts_;
     SpecialTokens special_;
 
     // Touched only on the LLM thread (or before it starts / after it ends).
@@ -166,6 +175,7 @@ private:
     std::unique_ptr<EventSink> sink_;
     BlockingQueue<std::function<void()>> llm_jobs_;
     std::thread llm_thread_;
+    std::unique_ptr<SpeechWorker> speech_;  // the TTS thread (only with the TTS stage)
 };
 
 }  // namespace omni

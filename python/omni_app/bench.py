@@ -180,8 +180,43 @@ def bench_engine(args: argparse.Namespace, model_dir: Path, text: str, metrics: 
     run_engine_turn(engine, events, text, WARMUP_DECODE_STEPS)
     for _ in range(args.runs):
         record_turn(run_engine_turn(engine, events, text, args.gen_tokens), metrics)
+    if info["stages"].get("tts"):
+        bench_speaking_turns(args, engine, events, text, metrics)
     engine.close()
     return info
+
+
+# Speech codes per 10-token text chunk in the speaking turns: about what real speech needs (2 s of audio).
+ENGINE_CODES_PER_CHUNK = 50
+
+
+def bench_speaking_turns(
+    args: argparse.Namespace, engine: Any, events: queue.Queue, text: str, metrics: Metrics
+) -> None:
+    """Speaking turns (speak=True): the engine's time from generate() to the first 25 speech codes."""
+    import omni_engine as oe
+
+    session = oe.SessionOptions(
+        media_type="audio",
+        language="en",
+        speak=True,
+        sampling=greedy_sampling(),
+        tts_sampling=oe.TtsSamplingParams(seed=0, max_tokens_per_chunk=ENGINE_CODES_PER_CHUNK),
+    )
+    session.max_new_tokens = args.gen_tokens
+    engine.start_session(session, lambda event: events.put((time.perf_counter(), event)))
+    run_engine_turn(engine, events, text, WARMUP_DECODE_STEPS)
+    for _ in range(args.runs):
+        stats = run_engine_turn(engine, events, text, args.gen_tokens)["stats"]
+        first = stats.get("first_speech_group_ms", -1)
+        label = "engine stats, speaking turn: generate() -> first 25 speech codes (10 LLM tokens + TTS)"
+        metrics.add("engine_first_speech_group_ms", "ms", label, first if first > 0 else None)
+        metrics.add(
+            "engine_speech_tokens",
+            "codes",
+            "engine stats: speech codes of the speaking turn",
+            stats.get("speech_tokens"),
+        )
 
 
 def record_turn(turn: dict[str, Any], metrics: Metrics) -> None:
@@ -271,6 +306,48 @@ def bench_audio(args: argparse.Namespace, model_dir: Path, metrics: Metrics) -> 
         metrics.add("audio_encoder_ms_per_s", "ms", label, encode_s * per_second)
 
 
+TTS_BENCH_CODES = 100
+
+
+def bench_tts(args: argparse.Namespace, model_dir: Path, metrics: Metrics) -> None:
+    """The TTS stage alone: one 10-token text chunk (random LLM hidden states), then speech codes drawn
+    with the reference sampler. Random weights rarely draw the speech EOS, so each run makes
+    max_tokens_per_chunk codes."""
+    import omni_engine as oe
+
+    path = model_dir / "tts" / "MiniCPM-o-4_5-tts-F16.gguf"
+    if not path.is_file():
+        return
+    projector = model_dir / "tts" / "MiniCPM-o-4_5-projector-F16.gguf"
+    start = time.perf_counter()
+    tts = oe.Tts(str(path), str(projector), use_gpu=args.n_gpu_layers != 0, n_threads=args.threads)
+    metrics.add("tts_load_s", "s", "Tts() construction (TTS + projector files)", time.perf_counter() - start)
+    rng = np.random.default_rng(0)
+    ids = [int(i) for i in rng.integers(1000, 100000, size=10)]
+    hidden = rng.standard_normal((10, tts.n_llm_embd)).astype(np.float32)
+
+    def timed_chunk(n_codes: int) -> tuple[float, int]:
+        generator = oe.SpeechGenerator(tts, oe.TtsSamplingParams(seed=0, max_tokens_per_chunk=n_codes))
+        generator.start_turn()
+        start = time.perf_counter()
+        codes = generator.speak_chunk(ids, hidden, False)
+        return time.perf_counter() - start, len(codes)
+
+    timed_chunk(8)  # warm-up
+    for _ in range(args.runs):
+        seconds, n_first = timed_chunk(25)
+        if n_first == 25:
+            label = "first 25 speech codes of a 10-token text chunk (condition, prefill, 25 draws)"
+            metrics.add("tts_first_25_ms", "ms", label, seconds * 1e3)
+        seconds, n_codes = timed_chunk(TTS_BENCH_CODES)
+        prefill_s, _ = timed_chunk(1)
+        if n_codes > 1:
+            per_code = (seconds - prefill_s) * 1e3 / (n_codes - 1)
+            metrics.add(
+                "tts_ms_per_code", "ms", "one speech code: TTS step + sampler (chunk of 100)", per_code
+            )
+
+
 def prefill_and_decode(llm: Any, prompt: list[int], steps: int) -> tuple[float, float]:
     llm.clear()
     start = time.perf_counter()
@@ -342,6 +419,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     text = bench_llm(args, str(llm_path), metrics)
     info = bench_engine(args, model_dir, text, metrics)
     bench_audio(args, model_dir, metrics)
+    bench_tts(args, model_dir, metrics)
     metrics.add("peak_rss_mb", "MB", "peak resident memory of this process", peak_rss_mb())
     if Path(info["llm_path"]).resolve() != llm_path.resolve():
         print(

@@ -12,7 +12,7 @@ import mmap
 import os
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -334,6 +334,98 @@ def _check_audio_layout(header: GgufHeader, label: str) -> str | None:
     return None
 
 
+TTS_N_CODES = 6562  # 6561 speech codes + EOS (model-files.md §2)
+TTS_TEXT_IDS = (151687, 151692)  # audio-BOS and text-EOS: rows of emb_text the engine always reads
+
+
+def _first_ne_mismatch(header: GgufHeader, expected: Mapping[str, tuple[int, ...]]) -> str | None:
+    for name, ne in expected.items():
+        info = header.tensors.get(name)
+        if info is None:
+            return f"required tensor {name!r} is missing"
+        if info.ne != ne:
+            return f"tensor {name!r} has ne {info.ne}, expected {ne}"
+    return None
+
+
+def _projector_shapes(prefix: str, n_in: int, n_embd: int) -> dict[str, tuple[int, ...]]:
+    """ne of Linear(n_in, n_embd), ReLU, Linear(n_embd, n_embd) with biases (model-files.md §6.3/§7)."""
+    return {
+        f"{prefix}linear1.weight": (n_in, n_embd),
+        f"{prefix}linear1.bias": (n_embd,),
+        f"{prefix}linear2.weight": (n_embd, n_embd),
+        f"{prefix}linear2.bias": (n_embd,),
+    }
+
+
+def _tts_keys_problem(header: GgufHeader) -> str | None:
+    n_embd, n_head = header.value("llama.embedding_length"), header.value("llama.attention.head_count")
+    n_head_kv, n_layer = header.value("llama.attention.head_count_kv"), header.value("llama.block_count")
+    if n_head == 0 or n_embd % n_head or (n_embd // n_head) % 2:
+        return (
+            f"key 'llama.embedding_length' ({n_embd}) is not an even multiple of key "
+            f"'llama.attention.head_count' ({n_head})"
+        )
+    if n_head_kv == 0 or n_head % n_head_kv:
+        return f"key 'llama.attention.head_count_kv' ({n_head_kv}) does not divide the head count ({n_head})"
+    if not 0 < n_layer <= len(header.tensors):  # the upper bound only guards against absurd values
+        return f"key 'llama.block_count' is {n_layer} (the file has {len(header.tensors)} tensors)"
+    return None
+
+
+def _tts_tensor_ne(header: GgufHeader) -> dict[str, tuple[int, ...]]:
+    """ne of every tensor the engine reads (model-files.md §6.3); the LLM width is the projector's input."""
+    value = header.value
+    e, f = value("llama.embedding_length"), value("llama.feed_forward_length")
+    kv = e // value("llama.attention.head_count") * value("llama.attention.head_count_kv")
+    expected: dict[str, tuple[int, ...]] = {}
+    for layer in range(value("llama.block_count")):
+        block = f"blk.{layer}"
+        expected |= {
+            f"{block}.attn_norm.weight": (e,),
+            f"{block}.attn_q.weight": (e, e),
+            f"{block}.attn_k.weight": (e, kv),
+            f"{block}.attn_v.weight": (e, kv),
+            f"{block}.attn_output.weight": (e, e),
+            f"{block}.ffn_norm.weight": (e,),
+            f"{block}.ffn_gate.weight": (e, f),
+            f"{block}.ffn_up.weight": (e, f),
+            f"{block}.ffn_down.weight": (f, e),
+        }
+    n_llm = header.tensors["projector_semantic.linear1.weight"].ne[0]
+    n_text = header.tensors["emb_text.weight"].ne[-1]
+    expected |= {
+        "output_norm.weight": (e,),
+        "emb_text.weight": (e, n_text),
+        "emb_code.0.weight": (e, TTS_N_CODES),
+        "head_code.0.weight": (TTS_N_CODES, e),  # transposed: code index contiguous
+    }
+    return expected | _projector_shapes("projector_semantic.", n_llm, e)
+
+
+def _check_tts_layout(header: GgufHeader, label: str) -> str | None:
+    """The keys' consistency, then every tensor the engine reads with its ne; `emb_text` must hold the rows
+    of the TTS ids 151687/151692 (they are LLM token ids)."""
+    problem = _tts_keys_problem(header) or _first_ne_mismatch(header, _tts_tensor_ne(header))
+    if problem is not None:
+        return f"{label}: {problem}"
+    n_text = header.tensors["emb_text.weight"].ne[1]
+    if n_text <= max(TTS_TEXT_IDS):
+        return (
+            f"{label}: tensor 'emb_text.weight' has {n_text} rows, but the TTS ids "
+            f"{TTS_TEXT_IDS[0]}/{TTS_TEXT_IDS[1]} need at least {max(TTS_TEXT_IDS) + 1}"
+        )
+    return None
+
+
+def _check_projector_layout(header: GgufHeader, label: str) -> str | None:
+    info = header.tensors["linear1.weight"]
+    if len(info.ne) != 2:
+        return f"{label}: tensor 'linear1.weight' has ne {info.ne}, expected 2 dimensions"
+    problem = _first_ne_mismatch(header, _projector_shapes("", info.ne[0], info.ne[1]))
+    return f"{label}: {problem}" if problem is not None else None
+
+
 LLM_SPEC = FileSpec(
     "llm",
     "",
@@ -377,8 +469,24 @@ FILE_SPECS: tuple[FileSpec, ...] = (
         "tts/MiniCPM-o-4_5-tts-F16.gguf",
         "tts",
         "llama",
-        {"llama.block_count": _U32, "llama.embedding_length": _U32},
-        ("emb_text.weight", "emb_code.0.weight", "head_code.0.weight"),
+        {
+            "llama.block_count": _U32,
+            "llama.embedding_length": _U32,
+            "llama.feed_forward_length": _U32,
+            "llama.attention.head_count": _U32,
+            "llama.attention.head_count_kv": _U32,
+            "llama.context_length": _U32,
+            "llama.rope.freq_base": _F32,
+            "llama.attention.layer_norm_rms_epsilon": _F32,
+        },
+        (
+            "emb_text.weight",
+            "emb_code.0.weight",
+            "head_code.0.weight",
+            "output_norm.weight",
+            "projector_semantic.linear1.weight",
+        ),
+        check=_check_tts_layout,
     ),
     FileSpec(
         "tts_projector",
@@ -386,7 +494,8 @@ FILE_SPECS: tuple[FileSpec, ...] = (
         "tts",
         "projector",
         {},
-        ("linear1.weight", "linear2.weight"),
+        ("linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"),
+        check=_check_projector_layout,
     ),
     FileSpec(
         "token2wav_encoder", "token2wav-gguf/encoder.gguf", "token2wav", None, {}, ("embed.out.0.weight",)
@@ -576,14 +685,7 @@ class ModelDirReport:
         return next(f for f in self.files if f.attr == attr)
 
 
-def check_gguf_file(path: Path, spec: FileSpec, label: str) -> str | None:
-    """None if the file satisfies `spec`, else a message naming the file and the key/tensor at fault."""
-    try:
-        header = read_gguf_header(path)
-    except GgufFormatError as exc:
-        return f"{label}: {str(exc).removeprefix(f'{path}: ')}"
-    except OSError as exc:
-        return f"{label}: cannot read file ({exc.strerror or exc})"
+def _spec_problem(header: GgufHeader, spec: FileSpec, label: str) -> str | None:
     if spec.architecture is not None:
         arch = header.value("general.architecture")
         if arch != spec.architecture:
@@ -600,26 +702,91 @@ def check_gguf_file(path: Path, spec: FileSpec, label: str) -> str | None:
     return spec.check(header, label) if spec.check is not None else None
 
 
-def _check_one(root: Path, spec: FileSpec) -> FileStatus:
+def _read_and_check(path: Path, spec: FileSpec, label: str) -> tuple[GgufHeader | None, str | None]:
+    """(header or None when unreadable, problem or None)."""
+    try:
+        header = read_gguf_header(path)
+    except GgufFormatError as exc:
+        return None, f"{label}: {str(exc).removeprefix(f'{path}: ')}"
+    except OSError as exc:
+        return None, f"{label}: cannot read file ({exc.strerror or exc})"
+    return header, _spec_problem(header, spec, label)
+
+
+def check_gguf_file(path: Path, spec: FileSpec, label: str) -> str | None:
+    """None if the file satisfies `spec`, else a message naming the file and the key/tensor at fault."""
+    return _read_and_check(path, spec, label)[1]
+
+
+def _check_one(root: Path, spec: FileSpec) -> tuple[FileStatus, GgufHeader | None]:
     if spec is LLM_SPEC:
         try:
             path = find_llm_file(root)
         except FileNotFoundError as exc:
-            return FileStatus(spec.attr, f"{LLM_PREFIX}<quant>.gguf", spec.stage, "missing", str(exc))
+            return FileStatus(spec.attr, f"{LLM_PREFIX}<quant>.gguf", spec.stage, "missing", str(exc)), None
         label = path.name
     else:
         path, label = root / spec.relpath, spec.relpath
         if not path.is_file():
-            return FileStatus(spec.attr, label, spec.stage, "missing", f"{label}: not found", None)
-    problem = check_gguf_file(path, spec, label)
+            return FileStatus(spec.attr, label, spec.stage, "missing", f"{label}: not found", None), None
+    header, problem = _read_and_check(path, spec, label)
     if problem is not None:
-        return FileStatus(spec.attr, label, spec.stage, "invalid", problem, path)
-    return FileStatus(spec.attr, label, spec.stage, "present", "", path)
+        return FileStatus(spec.attr, label, spec.stage, "invalid", problem, path), None
+    return FileStatus(spec.attr, label, spec.stage, "present", "", path), header
+
+
+# ---- widths that must agree between files (model-files.md §2) --------------------------------------
+
+
+def _llm_hidden_problem(width: int, tensor: str, headers: Mapping[str, GgufHeader]) -> str | None:
+    llm = headers.get("llm")
+    hidden = llm.value("qwen3.embedding_length") if llm is not None else None
+    if hidden is None or width == hidden:
+        return None
+    return f"tensor {tensor!r} takes {width} inputs, but the LLM hidden size is {hidden} ({llm.path.name})"
+
+
+def _tts_ties(tts: GgufHeader, headers: Mapping[str, GgufHeader]) -> str | None:
+    width = tts.tensors["projector_semantic.linear1.weight"].ne[0]
+    return _llm_hidden_problem(width, "projector_semantic.linear1.weight", headers)
+
+
+def _tts_projector_ties(projector: GgufHeader, headers: Mapping[str, GgufHeader]) -> str | None:
+    n_in, n_out = projector.tensors["linear1.weight"].ne
+    problem = _llm_hidden_problem(n_in, "linear1.weight", headers)
+    tts = headers.get("tts")
+    if problem is None and tts is not None and n_out != tts.value("llama.embedding_length"):
+        problem = (
+            f"tensor 'linear1.weight' gives {n_out} outputs, but the TTS hidden size "
+            f"(llama.embedding_length) is {tts.value('llama.embedding_length')}"
+        )
+    return problem
+
+
+_CROSS_FILE_CHECKS: dict[str, Callable[[GgufHeader, Mapping[str, GgufHeader]], str | None]] = {
+    "tts": _tts_ties,
+    "tts_projector": _tts_projector_ties,
+}
+
+
+def _with_cross_file_checks(checked: list[tuple[FileStatus, GgufHeader | None]]) -> tuple[FileStatus, ...]:
+    """Valid files whose widths disagree with another valid file become invalid (the other file is named)."""
+    headers = {status.attr: header for status, header in checked if header is not None}
+    files = []
+    for status, header in checked:
+        check = _CROSS_FILE_CHECKS.get(status.attr)
+        problem = check(header, headers) if check is not None and header is not None else None
+        if problem is not None:
+            status = replace(status, status="invalid", message=f"{status.label}: {problem}")
+        files.append(status)
+    return tuple(files)
 
 
 def validate_model_dir(path: Path) -> ModelDirReport:
     """Check every file of the official layout under `path`; a stage is available when all its files are
-    present and valid (tts needs the TTS and projector files, token2wav all five token2wav-gguf files)."""
+    present and valid (tts needs the TTS and projector files, token2wav all five token2wav-gguf files).
+    Widths shared between files are cross-checked (TTS projector input = LLM hidden size, projector output
+    = TTS hidden size)."""
     root = Path(path)
     if not root.is_dir():
         problem = (
@@ -630,7 +797,7 @@ def validate_model_dir(path: Path) -> ModelDirReport:
             for s in FILE_SPECS
         )
         return ModelDirReport(root, files, dict.fromkeys(STAGES, False), False, problem)
-    files = tuple(_check_one(root, spec) for spec in FILE_SPECS)
+    files = _with_cross_file_checks([_check_one(root, spec) for spec in FILE_SPECS])
     stages = {stage: all(f.status == "present" for f in files if f.stage == stage) for stage in STAGES}
     return ModelDirReport(root, files, stages, is_tiny_demo(root))
 

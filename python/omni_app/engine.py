@@ -41,6 +41,16 @@ SAMPLING_FIELDS = (
     "length_penalty",
     "seed",
 )
+TTS_SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "penalty_window",
+    "min_keep",
+    "max_tokens_per_chunk",
+    "seed",
+)
 # How long stop/reset/start_session wait for the engine's end_of_turn before declaring an engine bug.
 TURN_END_TIMEOUT_S = 10.0
 
@@ -137,11 +147,17 @@ class SessionConfig:
     speak: bool = True
     max_new_tokens: int | None = None
     sampling: dict[str, float | int] = field(default_factory=dict)
+    tts_sampling: dict[str, float | int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = set(self.sampling) - set(SAMPLING_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
+        _refuse_unknown(self.sampling, SAMPLING_FIELDS, "sampling")
+        _refuse_unknown(self.tts_sampling, TTS_SAMPLING_FIELDS, "TTS sampling")
+
+
+def _refuse_unknown(given: dict[str, float | int], known: tuple[str, ...], what: str) -> None:
+    unknown = set(given) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {what} parameter(s): {', '.join(sorted(unknown))}")
 
 
 def build_engine_options(module: ModuleType, config: EngineConfig) -> Any:
@@ -162,6 +178,7 @@ def build_session_options(module: ModuleType, session: SessionConfig) -> Any:
         language=session.language,
         speak=session.speak,
         sampling=module.SamplingParams(**session.sampling),
+        tts_sampling=module.TtsSamplingParams(**session.tts_sampling),
     )
     if session.max_new_tokens is not None:
         options.max_new_tokens = session.max_new_tokens
@@ -176,8 +193,19 @@ def describe_session_options(options: Any) -> dict[str, Any]:
         "language": options.language,
         "speak": options.speak,
         "max_new_tokens": options.max_new_tokens,
-        "sampling": {name: getattr(options.sampling, name) for name in SAMPLING_FIELDS},
+        "sampling": _read_params(options.sampling, SAMPLING_FIELDS),
+        "tts_sampling": _read_params(options.tts_sampling, TTS_SAMPLING_FIELDS),
     }
+
+
+def _read_params(params: Any, names: tuple[str, ...]) -> dict[str, float | int]:
+    """The engine keeps float settings as float32: 0.85 reads back as 0.8500000238...; report the shortest
+    decimal that is the same float32 (0.85), which is what the client asked for."""
+    values: dict[str, float | int] = {}
+    for name in names:
+        value = getattr(params, name)
+        values[name] = float(str(np.float32(value))) if isinstance(value, float) else value
+    return values
 
 
 @dataclass(frozen=True)
@@ -529,6 +557,9 @@ class Assistant:
     ``ref_audio`` (1-D float32, 16 kHz mono) is an optional reference voice for the system prompt.
     Keyword arguments other than the engine/session options below are sampling parameters
     (temperature, top_k, top_p, min_p, repetition_penalty, repetition_window, length_penalty, seed).
+    ``tts_sampling`` sets the TTS sampler (temperature, top_p, top_k, repetition_penalty, penalty_window,
+    min_keep, max_tokens_per_chunk, seed); with ``speak`` and the model directory's tts/ files every answer
+    also yields ``tts_chunk`` events carrying its speech tokens.
     """
 
     def __init__(
@@ -544,6 +575,7 @@ class Assistant:
         n_threads: int = 0,
         llm_file: str = "",
         ref_audio: np.ndarray | None = None,
+        tts_sampling: dict[str, float | int] | None = None,
         **sampling: float | int,
     ) -> None:
         self._module = import_engine_module()
@@ -551,7 +583,7 @@ class Assistant:
             Path(model_dir), llm_file, n_ctx, n_gpu_layers=n_gpu_layers, n_threads=n_threads
         )
         self.session_config = SessionConfig(
-            media_type, False, language, speak, max_new_tokens, dict(sampling)
+            media_type, False, language, speak, max_new_tokens, dict(sampling), dict(tts_sampling or {})
         )
         self._engine = self._module.Engine(build_engine_options(self._module, config))
         self._events: queue.Queue[dict[str, Any]] | None = None

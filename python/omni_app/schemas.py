@@ -16,6 +16,8 @@ _MEDIA_TYPE_ALIASES: dict[str, str] = {"audio": "audio", "omni": "omni", "video"
 SAMPLE_RATE_IN = 16000
 SAMPLE_RATE_OUT = 24000
 MS_PER_SPEECH_TOKEN = 40
+MAX_TTS_TOKENS_PER_CHUNK = 500
+TTS_FIELD_PREFIX = "tts_"
 DoneReason = Literal["eos", "max_tokens", "stop", "break", "context_full", "error"]
 
 
@@ -75,6 +77,37 @@ class InitRequest(ClientRequest):
             "text-only system prompt is used. Needs the audio stage."
         ),
     )
+    speak: bool | None = Field(
+        None,
+        description=(
+            "True (default): speak-mode assistant prompt, and with the TTS stage every answer is also turned "
+            "into speech tokens (tts_chunk events); False: plain text assistant prompt, no speech."
+        ),
+    )
+    tts_temperature: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="TTS sampling temperature (default 0.8); 0 = greedy."
+    )
+    tts_top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="TTS top-p (0.85).")
+    tts_top_k: int | None = Field(None, ge=0, description="TTS top-k (25); 0 = off.")
+    tts_repetition_penalty: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="TTS repetition penalty (1.05) over the last tts_penalty_window speech tokens.",
+    )
+    tts_penalty_window: int | None = Field(
+        None, ge=0, description="Speech tokens the TTS repetition penalty looks back over (16)."
+    )
+    tts_min_keep: int | None = Field(None, ge=1, description="Fewest speech tokens top-p/top-k may keep (3).")
+    tts_max_tokens_per_chunk: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TTS_TOKENS_PER_CHUNK,
+        description="Most speech tokens per text chunk (500 = 20 s of audio) if the speech end never comes.",
+    )
+    tts_seed: int | None = Field(
+        None, ge=-1, description="TTS sampling seed (-1 = random; otherwise reproducible speech tokens)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -91,6 +124,15 @@ class InitRequest(ClientRequest):
     def sampling_overrides(self) -> dict[str, float | int]:
         names = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "length_penalty", "seed")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    def tts_sampling_overrides(self) -> dict[str, float | int]:
+        """The tts_* fields that were given, keyed by their TtsSamplingParams names (prefix dropped)."""
+        overrides = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name.startswith(TTS_FIELD_PREFIX) and value is not None:
+                overrides[name.removeprefix(TTS_FIELD_PREFIX)] = value
+        return overrides
 
 
 class PrefillRequest(ClientRequest):
@@ -130,6 +172,19 @@ class SamplingSettings(BaseModel):
     repetition_penalty: float
     repetition_window: int
     length_penalty: float
+    seed: int
+
+
+class TtsSamplingSettings(BaseModel):
+    """The TTS sampler's settings in use (the init's tts_* fields without the prefix)."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    repetition_penalty: float
+    penalty_window: int
+    min_keep: int
+    max_tokens_per_chunk: int
     seed: int
 
 
@@ -188,6 +243,9 @@ class InitResponse(BaseModel):
     speak: bool
     max_new_tokens: int
     sampling: SamplingSettings
+    tts_sampling: TtsSamplingSettings = Field(
+        description="TTS sampling in use (applies when speak is true and the TTS stage is present)."
+    )
     backend: str = "omni_engine"
     models_loaded_now: bool = Field(description="True if this call loaded the models.")
     n_past: int
@@ -254,6 +312,17 @@ class TurnStats(BaseModel):
     decode_ms: float
     tokens_per_s: float
     total_ms: float
+    speech_tokens: int = Field(
+        0, description="Speech tokens the TTS made for this answer (40 ms of audio each)."
+    )
+    tts_ms: float = Field(0.0, description="Time the TTS stage spent on this answer.")
+    first_speech_group_ms: float = Field(
+        -1.0,
+        description=(
+            "From the generate call to the first full group of 25 speech tokens (1 s of audio, what "
+            "Token2Wav needs for its first window); -1: the answer had no full group."
+        ),
+    )
 
 
 class StatsEvent(BaseModel):
@@ -263,10 +332,18 @@ class StatsEvent(BaseModel):
 
 
 class TtsChunk(BaseModel):
-    text: str
+    text: str = Field(
+        description="The text chunk that was spoken (the turn's chunks concatenated = its text)."
+    )
     n_speech_tokens: int
-    chunk_idx: int
-    audio_duration_ms: int
+    chunk_idx: int = Field(description="Number of the text chunk within the turn, from 0.")
+    audio_duration_ms: int = Field(description="n_speech_tokens * 40 (each speech token is 40 ms of audio).")
+    speech_tokens: list[int] = Field(
+        description=(
+            "Extension of the reference: the chunk's speech codes (0..6560), in order, for clients that run "
+            "their own vocoder."
+        )
+    )
 
 
 class TtsChunkEvent(BaseModel):

@@ -227,6 +227,7 @@ def _tts_chunk_event(event: dict[str, Any]) -> schemas.TtsChunkEvent:
         n_speech_tokens=n_speech,
         chunk_idx=event["chunk_idx"],
         audio_duration_ms=n_speech * schemas.MS_PER_SPEECH_TOKEN,
+        speech_tokens=event["speech_tokens"],
     )
     return schemas.TtsChunkEvent(tts_chunk=chunk)
 
@@ -475,6 +476,7 @@ async def init_sys_prompt(
         speak=actual["speak"],
         max_new_tokens=actual["max_new_tokens"],
         sampling=schemas.SamplingSettings(**sampling),
+        tts_sampling=schemas.TtsSamplingSettings(**actual["tts_sampling"]),
         models_loaded_now=loaded_now,
         n_past=status["n_past"],
         n_keep=status["n_keep"],
@@ -500,8 +502,10 @@ def _session_config(body: schemas.InitRequest, settings: ServerSettings) -> Sess
         media_type=body.media_type or "audio",
         duplex=settings.duplex if body.duplex_mode is None else body.duplex_mode,
         language=body.language or settings.language,
+        speak=True if body.speak is None else body.speak,
         max_new_tokens=body.max_new_tokens,
         sampling=body.sampling_overrides(),
+        tts_sampling=body.tts_sampling_overrides(),
     )
 
 

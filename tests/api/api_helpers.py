@@ -20,7 +20,17 @@ import httpx
 import omni_app
 
 CLIENT_ID = "pytest"
-GREEDY = {"media_type": 1, "duplex_mode": False, "language": "en", "temperature": 0, "seed": 1}
+# The tiny TTS has random weights and rarely draws the speech end: without a small per-chunk limit every text
+# chunk of a speak session would cost 500 TTS steps.
+TTS_TOKENS_PER_CHUNK = 20
+GREEDY = {
+    "media_type": 1,
+    "duplex_mode": False,
+    "language": "en",
+    "temperature": 0,
+    "seed": 1,
+    "tts_max_tokens_per_chunk": TTS_TOKENS_PER_CHUNK,
+}
 START_TIMEOUT_S = 60.0
 
 
@@ -138,13 +148,20 @@ class SseReader:
         return "".join(m.data["chunk_data"]["text"] for m in self.messages if m.event == "text")
 
     def only(self, name: str) -> Any:
-        found = [m.data for m in self.messages if m.event == name]
+        found = self.all(name)
         assert len(found) == 1, f"expected one {name!r} event, got {self.names}"
         return found[0]
 
     @property
     def last_line(self) -> str:
         return [line for line in self.lines if line != ""][-1]
+
+    def all(self, name: str) -> list[Any]:
+        return [m.data for m in self.messages if m.event == name]
+
+    @property
+    def tts_chunks(self) -> list[dict[str, Any]]:
+        return [data["tts_chunk"] for data in self.all("tts_chunk")]
 
 
 # ----- requests -------------------------------------------------------------------------------------
@@ -177,13 +194,19 @@ def session_status(client: httpx.Client) -> dict:
 
 
 def assert_well_formed(stream: SseReader, reason: str) -> None:
-    """text* -> stats -> done, then `data: [DONE]` as the very last line."""
-    names = "".join({"text": "t", "stats": "s", "done": "d", None: "D"}.get(n, "?") for n in stream.names)
-    assert re.fullmatch("t*sdD", names), stream.names
+    """(text|tts_chunk)* -> stats -> done, then `data: [DONE]` as the very last line; tts_chunk events count
+    from 0 and the stats' speech_tokens is the sum of their speech tokens."""
+    letters = {"text": "t", "tts_chunk": "c", "stats": "s", "done": "d", None: "D"}
+    names = "".join(letters.get(n, "?") for n in stream.names)
+    assert re.fullmatch("[tc]*sdD", names), stream.names
     assert stream.messages[-1].data == "[DONE]"
     assert stream.last_line == "data: [DONE]"
+    stats = stream.only("stats")["stats"]
     done = stream.only("done")
-    assert done == {"done": True, "reason": reason, "turn": stream.only("stats")["stats"]["turn"]}
+    assert done == {"done": True, "reason": reason, "turn": stats["turn"]}
+    chunks = stream.tts_chunks
+    assert [chunk["chunk_idx"] for chunk in chunks] == list(range(len(chunks)))
+    assert stats["speech_tokens"] == sum(chunk["n_speech_tokens"] for chunk in chunks)
 
 
 def assert_usable(client: httpx.Client) -> None:

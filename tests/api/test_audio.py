@@ -278,6 +278,17 @@ def test_without_the_audio_file_audio_is_501_and_text_works(llm_only_server):
         assert_usable(client)
 
 
+def test_without_the_tts_files_a_speak_session_answers_in_text_only(llm_only_server):
+    with llm_only_server.client() as client:
+        start = init(client)
+        assert (start["speak"], start["stages"]["tts"]) == (True, False)
+        prefill(client, "Tell me about the weather.")
+        stream = generate(client, max_new_tokens=12)
+        assert_well_formed(stream, "max_tokens")
+        assert "tts_chunk" not in stream.names and stream.text != ""
+        assert stream.only("stats")["stats"]["speech_tokens"] == 0
+
+
 def test_spoken_question_made_with_espeak(client, session, espeak_speech):
     from omni_app.audio import decode_audio
 

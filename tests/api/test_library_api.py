@@ -9,9 +9,14 @@ from omni_app import Assistant, BusyError
 LONG_ANSWER = 2000
 
 
+TTS_SAMPLING = {"max_tokens_per_chunk": 20, "seed": 5}  # random tiny TTS weights rarely end a chunk
+
+
 @pytest.fixture(scope="module")
 def assistant(tiny_model_dir):
-    with Assistant(tiny_model_dir, language="en", n_threads=2, temperature=0, seed=3) as bot:
+    with Assistant(
+        tiny_model_dir, language="en", n_threads=2, temperature=0, seed=3, tts_sampling=TTS_SAMPLING
+    ) as bot:
         yield bot
 
 
@@ -19,14 +24,28 @@ def test_settings_are_read_back_from_the_engine_options(assistant):
     assert assistant.settings["sampling"]["temperature"] == 0.0
     assert assistant.settings["sampling"]["seed"] == 3
     assert assistant.settings["language"] == "en" and assistant.settings["media_type"] == "audio"
+    tts = assistant.settings["tts_sampling"]
+    assert (tts["max_tokens_per_chunk"], tts["seed"], tts["temperature"], tts["top_k"]) == (20, 5, 0.8, 25)
 
 
-def test_stream_yields_text_then_stats_then_end_of_turn(assistant):
+def test_stream_yields_text_and_speech_then_stats_then_end_of_turn(assistant):
     events = list(assistant.stream("Hello!", max_new_tokens=4))
     kinds = [event["type"] for event in events]
-    assert kinds[-2:] == ["stats", "end_of_turn"] and set(kinds[:-2]) == {"text"}
+    assert kinds[-2:] == ["stats", "end_of_turn"] and set(kinds[:-2]) == {"text", "tts_chunk"}
     assert events[-1]["reason"] == "max_tokens"
     assert events[-2]["decode_tokens"] == 4
+    chunks = [event for event in events if event["type"] == "tts_chunk"]
+    assert [chunk["chunk_idx"] for chunk in chunks] == [0]  # 4 tokens: one (last) chunk
+    assert chunks[0]["text"] == "".join(event["text"] for event in events if event["type"] == "text")
+    assert 0 < len(chunks[0]["speech_tokens"]) == chunks[0]["n_speech_tokens"] <= 20
+    assert events[-2]["speech_tokens"] == chunks[0]["n_speech_tokens"]
+
+
+def test_a_text_only_assistant_does_not_speak(tiny_model_dir):
+    with Assistant(tiny_model_dir, language="en", n_threads=2, temperature=0, speak=False) as bot:
+        events = list(bot.stream("Hello!", max_new_tokens=3))
+    assert {event["type"] for event in events} == {"text", "stats", "end_of_turn"}
+    assert events[-2]["speech_tokens"] == 0
 
 
 def test_chat_is_deterministic_after_reset(assistant):
@@ -59,3 +78,5 @@ def test_one_answer_at_a_time(assistant):
 def test_unknown_sampling_option_is_rejected(tiny_model_dir):
     with pytest.raises(ValueError, match="temprature"):
         Assistant(tiny_model_dir, temprature=0)
+    with pytest.raises(ValueError, match="unknown TTS sampling parameter\\(s\\): top_n"):
+        Assistant(tiny_model_dir, tts_sampling={"top_n": 3})

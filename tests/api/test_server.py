@@ -13,6 +13,7 @@ import pytest
 from api_helpers import (
     CLIENT_ID,
     GREEDY,
+    TTS_TOKENS_PER_CHUNK,
     SseReader,
     assert_usable,
     assert_well_formed,
@@ -61,8 +62,18 @@ def test_init_echoes_the_actual_settings(client):
         "seed": 1,
     }
     assert body["length_penalty"] == 1.0
+    assert body["tts_sampling"] == {
+        "temperature": 0.8,
+        "top_p": 0.85,
+        "top_k": 25,
+        "repetition_penalty": 1.05,
+        "penalty_window": 16,
+        "min_keep": 3,
+        "max_tokens_per_chunk": TTS_TOKENS_PER_CHUNK,
+        "seed": -1,
+    }
     assert body["n_past"] == body["n_keep"] > 0
-    assert body["stages"]["llm"] is True and body["tiny_demo"] is True
+    assert body["stages"]["llm"] is True and body["stages"]["tts"] is True and body["tiny_demo"] is True
 
     other = init(client, media_type="omni", language="zh", length_penalty=1.3, top_k=5)
     assert (other["media_type"], other["media_type_name"], other["language"]) == (2, "omni", "zh")
@@ -106,10 +117,8 @@ def test_text_turn_streams_text_then_stats_then_done(client, session):
         stream = SseReader().read_all(response)
     assert_well_formed(stream, "max_tokens")
     assert stream.names.count("text") >= 1 and stream.text != ""
-    for message in stream.messages[:-3]:
-        assert message.data == {
-            "chunk_data": {"text": message.data["chunk_data"]["text"], "wav": "", "sample_rate": 24000}
-        }
+    for data in stream.all("text"):
+        assert data == {"chunk_data": {"text": data["chunk_data"]["text"], "wav": "", "sample_rate": 24000}}
     stats = stream.only("stats")["stats"]
     assert stats["decode_tokens"] == 6
     for key in ("prefill_tokens", "prefill_ms", "ttft_ms", "decode_ms", "tokens_per_s", "total_ms"):
@@ -391,7 +400,7 @@ def test_fresh_server_before_and_after_init(fresh_server, tiny_model_dir):
             "llm": True,
             "audio": True,
             "vision": False,
-            "tts": False,
+            "tts": True,
             "token2wav": False,
         }
         assert health["session"]["state"] == "idle" and health["session"]["owned_by_named_client"] is True

@@ -16,6 +16,8 @@ LONG = 1500  # tokens: far more than the time a test waits before stopping
 
 def start(engine: oe.Engine, log: EventLog, **options) -> None:
     options.setdefault("sampling", GREEDY)
+    # The text path; tests/engine/test_speech_turns.py covers speaking turns.
+    options.setdefault("speak", False)
     engine.start_session(oe.SessionOptions(**options), log)
 
 
@@ -94,7 +96,7 @@ def test_multi_turn_keeps_history(engine: oe.Engine, log: EventLog) -> None:
 def test_interrupt_from_another_thread(
     engine: oe.Engine, llm: oe.Llm, log: EventLog, method: str, reason: str
 ) -> None:
-    start(engine, log)
+    start(engine, log, speak=True)  # the TTS thread is speaking too when the interrupt comes
     engine.prefill_text("talk for a long time")
     turn = engine.generate(max_new_tokens=LONG)
     assert log.first_text.wait(30.0)

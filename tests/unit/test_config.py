@@ -152,11 +152,11 @@ def test_model_dir_locates_every_official_file(tmp_path: Path) -> None:
 # ---- validate_model_dir --------------------------------------------------------------------------
 
 
-def test_tiny_dir_validates_with_llm_and_audio_stages(tiny_model_dir: Path) -> None:
+def test_tiny_dir_validates_with_llm_audio_and_tts_stages(tiny_model_dir: Path) -> None:
     report = validate_model_dir(tiny_model_dir)
     assert report.ok and report.tiny_demo and report.error is None
-    assert report.stages == {"llm": True, "vision": False, "audio": True, "tts": False, "token2wav": False}
-    present = {OFFICIAL_LABELS[0], "audio/MiniCPM-o-4_5-audio-F16.gguf"}
+    assert report.stages == {"llm": True, "vision": False, "audio": True, "tts": True, "token2wav": False}
+    present = {OFFICIAL_LABELS[0], *OFFICIAL_LABELS[2:5]}
     assert [(f.label, f.status) for f in report.files] == [
         (label, "present" if label in present else "missing") for label in OFFICIAL_LABELS
     ]
@@ -164,7 +164,7 @@ def test_tiny_dir_validates_with_llm_and_audio_stages(tiny_model_dir: Path) -> N
     text = check_models_report_text(report)
     assert "tiny random-weight demo" in text
     assert "[missing] token2wav-gguf/hifigan2.gguf" in text
-    assert "Stages available: llm, audio\n" in text and text.endswith(
+    assert "Stages available: llm, audio, tts\n" in text and text.endswith(
         "Result: OK (the LLM loads; missing optional stages are disabled)"
     )
 

@@ -57,6 +57,21 @@ class FakeSampling:
         self.__dict__.update({**defaults, **kwargs})
 
 
+class FakeTtsSampling:
+    def __init__(self, **kwargs):
+        defaults = dict(
+            temperature=0.8,
+            top_p=0.85,
+            top_k=25,
+            repetition_penalty=1.05,
+            penalty_window=16,
+            min_keep=3,
+            max_tokens_per_chunk=500,
+            seed=-1,
+        )
+        self.__dict__.update({**defaults, **kwargs})
+
+
 class FakeSessionOptions(FakeOptions):
     def __init__(self, **kwargs):
         super().__init__(max_new_tokens=2048, **kwargs)
@@ -152,6 +167,7 @@ def fake_module():
         EngineOptions=FakeOptions,
         SessionOptions=FakeSessionOptions,
         SamplingParams=FakeSampling,
+        TtsSamplingParams=FakeTtsSampling,
         EngineError=FakeEngineError,
         StateError=FakeStateError,
         BusyError=FakeBusyError,
@@ -205,8 +221,10 @@ def test_calls_before_init_and_session_raise_typed_errors():
 
 def test_events_from_engine_thread_arrive_in_order_and_turn_ends():
     async def main():
-        adapter = await started(make_adapter(), sampling={"temperature": 0.0})
+        adapter = await started(make_adapter(), sampling={"temperature": 0.0}, tts_sampling={"seed": 4})
         assert adapter.session["sampling"]["temperature"] == 0.0
+        assert adapter.session["tts_sampling"]["seed"] == 4
+        assert adapter.session["tts_sampling"]["top_p"] == 0.85  # the engine's default, read back
         assert await adapter.prefill_text("abc") == 3
         stream = await adapter.begin_turn(4, length_penalty=1.5)
         events = await collect(stream)
@@ -305,3 +323,5 @@ def test_stop_when_idle_is_a_no_op():
 def test_unknown_sampling_parameter_is_rejected():
     with pytest.raises(ValueError, match="temprature"):
         SessionConfig(sampling={"temprature": 0.5})
+    with pytest.raises(ValueError, match=r"unknown TTS sampling parameter\(s\): top_n"):
+        SessionConfig(tts_sampling={"top_n": 5})

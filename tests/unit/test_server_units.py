@@ -58,6 +58,9 @@ def test_stats_event_carries_all_engine_fields():
         "decode_ms": 3.0,
         "tokens_per_s": 2333.3,
         "total_ms": 5.0,
+        "speech_tokens": 30,
+        "tts_ms": 4.5,
+        "first_speech_group_ms": 4.0,
     }
     raw = sse_bytes({"type": "stats", **stats}).decode()
     assert raw.startswith("event: stats\ndata: ")
@@ -71,9 +74,18 @@ def test_audio_and_tts_chunk_events_match_reference_payloads():
     assert json.loads(audio.split("data: ", 1)[1]) == {
         "chunk_data": {"text": "", "wav": "AQD+/w==", "sample_rate": 24000, "n_input_tokens": 28}
     }
-    tts = sse_bytes({"type": "tts_chunk", "text": "hi", "n_speech_tokens": 25, "chunk_idx": 0}).decode()
+    codes = [5, 6561 - 1, 0]
+    event = {"type": "tts_chunk", "text": "hi", "n_speech_tokens": 3, "chunk_idx": 2, "speech_tokens": codes}
+    tts = sse_bytes(event).decode()
+    assert tts.startswith("event: tts_chunk\n")
     assert json.loads(tts.split("data: ", 1)[1]) == {
-        "tts_chunk": {"text": "hi", "n_speech_tokens": 25, "chunk_idx": 0, "audio_duration_ms": 1000}
+        "tts_chunk": {
+            "text": "hi",
+            "n_speech_tokens": 3,
+            "chunk_idx": 2,
+            "audio_duration_ms": 120,
+            "speech_tokens": codes,
+        }
     }
 
 
@@ -111,6 +123,13 @@ def test_msg_type_is_the_media_type_fallback():
 def test_sampling_overrides_only_lists_given_fields():
     request = schemas.InitRequest(temperature=0, seed=7, length_penalty=1.1)
     assert request.sampling_overrides() == {"temperature": 0, "seed": 7, "length_penalty": 1.1}
+
+
+def test_tts_sampling_overrides_drop_the_prefix_and_only_list_given_fields():
+    request = schemas.InitRequest(temperature=0, tts_top_k=5, tts_seed=2, tts_max_tokens_per_chunk=40)
+    assert request.tts_sampling_overrides() == {"top_k": 5, "seed": 2, "max_tokens_per_chunk": 40}
+    assert request.sampling_overrides() == {"temperature": 0}
+    assert schemas.InitRequest().tts_sampling_overrides() == {}
 
 
 class FakeClock:

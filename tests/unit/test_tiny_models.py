@@ -129,7 +129,13 @@ def _sha256(path: Path) -> str:
 
 def test_directory_has_official_names_and_marker(tiny_model_dir: Path) -> None:
     names = sorted(p.relative_to(tiny_model_dir).as_posix() for p in tiny_model_dir.rglob("*") if p.is_file())
-    assert names == ["MiniCPM-o-4_5-F16.gguf", "TINY_DEMO_README.txt", "audio/MiniCPM-o-4_5-audio-F16.gguf"]
+    assert names == [
+        "MiniCPM-o-4_5-F16.gguf",
+        "TINY_DEMO_README.txt",
+        "audio/MiniCPM-o-4_5-audio-F16.gguf",
+        "tts/MiniCPM-o-4_5-projector-F16.gguf",
+        "tts/MiniCPM-o-4_5-tts-F16.gguf",
+    ]
     assert "RANDOM-WEIGHT" in (tiny_model_dir / "TINY_DEMO_README.txt").read_text(encoding="utf-8")
 
 
@@ -142,6 +148,8 @@ def test_summary_lists_written_files_with_sizes(tmp_path: Path) -> None:
     assert list(summary["files"]) == [
         "MiniCPM-o-4_5-F16.gguf",
         "audio/MiniCPM-o-4_5-audio-F16.gguf",
+        "tts/MiniCPM-o-4_5-tts-F16.gguf",
+        "tts/MiniCPM-o-4_5-projector-F16.gguf",
         "TINY_DEMO_README.txt",
     ]
     assert summary["files"]["MiniCPM-o-4_5-F16.gguf"] == llm.stat().st_size

@@ -1,0 +1,101 @@
+#include "pipeline/speech_worker.h"
+
+#include <algorithm>
+
+namespace omni {
+
+SpeechChunkBuilder::SpeechChunkBuilder(int turn, int n_llm_embd, const TtsSamplingParams & params, double t_generate)
+    : n_llm_embd_(n_llm_embd) {
+    job_.turn = turn;
+    job_.params = params;
+    job_.t_generate = t_generate;
+}
+
+void SpeechChunkBuilder::add(int token, const std::vector<float> & hidden, const std::string & piece) {
+    job_.text += piece;
+    if (!is_tts_valid(token)) return;
+    job_.ids.push_back(token);
+    job_.hidden.insert(job_.hidden.end(), hidden.begin(), hidden.begin() + n_llm_embd_);
+}
+
+SpeechJob SpeechChunkBuilder::take(bool last) {
+    SpeechJob job = job_;
+    job.chunk_idx = next_chunk_++;
+    job.last = last;
+    job_.ids.clear();
+    job_.hidden.clear();
+    job_.text.clear();
+    return job;
+}
+
+SpeechWorker::SpeechWorker(Tts & tts, Emit emit, Stopped stopped, double (*clock_ms)())
+    : tts_(tts), emit_(std::move(emit)), stopped_(std::move(stopped)), clock_ms_(clock_ms) {
+    thread_ = std::thread([this] { run(); });
+}
+
+SpeechWorker::~SpeechWorker() {
+    close();
+}
+
+void SpeechWorker::close() {
+    jobs_.close();
+    if (thread_.joinable()) thread_.join();
+}
+
+bool SpeechWorker::push(SpeechJob job) {
+    return jobs_.push(std::move(job));
+}
+
+void SpeechWorker::run() {
+    while (auto job = jobs_.pop()) process(*job);
+}
+
+void SpeechWorker::process(SpeechJob & job) {
+    if (job.turn != turn_.id) {
+        turn_ = Turn{};
+        turn_.id = job.turn;
+    }
+    if (!turn_.failed && !stopped_(job.turn)) speak(job);
+    if (job.end) finish_turn(job);
+}
+
+void SpeechWorker::speak(SpeechJob & job) {
+    try {
+        if (!turn_.generator) {
+            turn_.generator = std::make_unique<SpeechGenerator>(tts_, job.params);
+            turn_.generator->start_turn();
+        }
+        const double t0 = clock_ms_();
+        std::vector<int> codes =
+            turn_.generator->speak_chunk(job.ids, job.hidden.data(), job.last, [&] { return stopped_(job.turn); });
+        turn_.tts_ms += clock_ms_() - t0;
+        if (stopped_(job.turn)) return;  // a stopped turn says nothing more
+        turn_.speech_tokens += static_cast<int>(codes.size());
+        for (const std::vector<int> & group : turn_.grouper.push(codes)) hand_off(group, false, job.t_generate);
+        emit_(tts_chunk_event(job.turn, std::move(job.text), std::move(codes), job.chunk_idx));
+    } catch (const std::exception & e) {
+        turn_.failed = true;
+        emit_(error_event(job.turn, std::string("speech generation failed: ") + e.what()));
+    }
+}
+
+void SpeechWorker::finish_turn(SpeechJob & job) {
+    const bool spoke = !turn_.failed && !stopped_(job.turn);
+    if (spoke) hand_off(turn_.grouper.flush(), true, job.t_generate);
+    TurnStats stats = job.stats;
+    stats.speech_tokens = turn_.speech_tokens;
+    stats.tts_ms = turn_.tts_ms;
+    stats.first_speech_ms = turn_.first_group_ms;
+    stats.total_ms = clock_ms_() - job.t_generate;
+    const bool ended_normally = job.reason == "eos" || job.reason == "max_tokens";
+    emit_(stats_event(job.turn, stats));
+    emit_(end_of_turn_event(job.turn, turn_.failed && ended_normally ? "error" : job.reason));
+    turn_ = Turn{};
+}
+
+void SpeechWorker::hand_off(const std::vector<int> & codes, bool final, double t_generate) {
+    if (!final && turn_.first_group_ms < 0) turn_.first_group_ms = clock_ms_() - t_generate;
+    if (sink_) sink_(turn_.id, codes, final);
+}
+
+}  // namespace omni
