@@ -62,9 +62,45 @@ std::vector<float> SpeechSampler::process(const std::vector<float> & logits, con
     }
     if (first) return out;
     apply_penalty(out, history);
+    if (params_.top_p < 1.0f && params_.top_k > 0 && apply_top_p_then_k_fast(out)) return out;
     if (params_.top_p < 1.0f) apply_top_p(out);
     if (params_.top_k > 0) apply_top_k(out);
     return out;
+}
+
+// Top-p then top-k without sorting the whole vocabulary: both keep a prefix of the ranking (best first; among
+// equal values the higher id first, the mirror of the stable ascending sort), and top-k's prefix is short, so
+// only the k best are ranked. An entry is cut by top-p when the probability of all better-ranked ones reaches
+// top_p, the same condition as "ascending cumulative <= 1 - top_p". Returns false (nothing changed) when values
+// tied with the k-th extend past the ranked prefix; the full path decides those.
+bool SpeechSampler::apply_top_p_then_k_fast(std::vector<float> & logits) const {
+    const size_t n = logits.size();
+    const size_t k = static_cast<size_t>(std::max(params_.top_k, params_.min_keep));
+    if (k >= n) return false;
+    std::vector<int> ranked(n);
+    std::iota(ranked.begin(), ranked.end(), 0);
+    std::partial_sort(ranked.begin(), ranked.begin() + static_cast<long>(k), ranked.end(),
+                      [&](int a, int b) { return logits[a] != logits[b] ? logits[a] > logits[b] : a > b; });
+    const float kth = logits[static_cast<size_t>(ranked[k - 1])];
+    for (size_t i = k; i < n; ++i) {
+        if (logits[static_cast<size_t>(ranked[i])] == kth) return false;
+    }
+    const float max_logit = logits[static_cast<size_t>(ranked[0])];
+    double total = 0.0;
+    for (float v : logits) total += v == kNegInf ? 0.0 : std::exp(static_cast<double>(v) - max_logit);
+    size_t kept = k;
+    double better = 0.0;  // probability of the entries ranked before r
+    for (size_t r = 0; r < k; ++r) {
+        if (r >= static_cast<size_t>(params_.min_keep) && better >= static_cast<double>(params_.top_p)) {
+            kept = r;
+            break;
+        }
+        better += std::exp(static_cast<double>(logits[static_cast<size_t>(ranked[r])]) - max_logit) / total;
+    }
+    std::vector<float> out(n, kNegInf);
+    for (size_t r = 0; r < kept; ++r) out[static_cast<size_t>(ranked[r])] = logits[static_cast<size_t>(ranked[r])];
+    logits.swap(out);
+    return true;
 }
 
 // alpha = penalty^count over the newest `penalty_window` tokens; negative logits grow, others shrink.

@@ -37,6 +37,7 @@ public:
 
 private:
     void apply_penalty(std::vector<float> & logits, const std::vector<int> & history) const;
+    bool apply_top_p_then_k_fast(std::vector<float> & logits) const;
     void apply_top_p(std::vector<float> & logits) const;
     void apply_top_k(std::vector<float> & logits) const;
 
