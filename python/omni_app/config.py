@@ -21,6 +21,20 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 from omni_app.tiny_models import TINY_DEMO_KEY, TINY_DEMO_README
 from omni_app.tiny_models.audio import AudioDims
 from omni_app.tiny_models.audio import tensor_shapes as audio_tensor_shapes
+from omni_app.tiny_models.token2wav import (
+    PROMPT_CACHE_PREFIX,
+    DitDims,
+    EncoderDims,
+    HiftDims,
+    PromptCacheDims,
+    ShapeTable,
+    Token2WavDims,
+    encoder_shapes,
+    flow_extra_shapes,
+    flow_matching_shapes,
+    hifigan_shapes,
+    prompt_cache_shapes,
+)
 
 ENV_MODEL_DIR = "OMNI_MODEL_DIR"
 LLM_PREFIX = "MiniCPM-o-4_5-"
@@ -426,6 +440,152 @@ def _check_projector_layout(header: GgufHeader, label: str) -> str | None:
     return f"{label}: {problem}" if problem is not None else None
 
 
+# ---- Token2Wav files (model-files.md §8): widths come from the tensors, every tensor's ne must fit them ----
+
+
+def _extent(header: GgufHeader, name: str, axis: int) -> int:
+    info = header.tensors.get(name)
+    return info.ne[axis] if info is not None and len(info.ne) > axis else -1
+
+
+def _count_numbered(header: GgufHeader, pattern: str) -> int:
+    """How many of pattern.format(0), pattern.format(1), ... exist, counting up to the first gap."""
+    count = 0
+    while pattern.format(count) in header.tensors:
+        count += 1
+    return count
+
+
+def _ratio(numerator: int, denominator: int) -> int:
+    return numerator // denominator if denominator > 0 else 0
+
+
+def _table_mismatch(header: GgufHeader, table: ShapeTable) -> str | None:
+    return _first_ne_mismatch(header, {name: tuple(reversed(shape)) for name, (shape, _) in table.items()})
+
+
+def _non_f32_tensor(header: GgufHeader) -> str | None:
+    for name, info in header.tensors.items():
+        if info.ggml_type != GGMLQuantizationType.F32:
+            return f"tensor {name!r} is {info.ggml_type.name}, expected F32 (the Token2Wav files are F32)"
+    return None
+
+
+def token2wav_encoder_dims(header: GgufHeader) -> EncoderDims:
+    return EncoderDims(
+        width=_extent(header, "embed.out.0.weight", 1),
+        n_blocks=_count_numbered(header, "encoders.{}.norm_mha.weight"),
+        n_up_blocks=_count_numbered(header, "up_encoders.{}.norm_mha.weight"),
+        n_heads=_extent(header, "encoders.0.self_attn.pos_bias_u", 1),
+        n_units=_extent(header, "encoders.0.feed_forward.w_1.weight", 1),
+        pre_lookahead=_extent(header, "pre_lookahead_layer.conv1.weight", 0) - 1,
+        up_stride=_ratio(_extent(header, "up_layer.conv.weight", 0) - 1, 2),
+    )
+
+
+def token2wav_dit_dims(header: GgufHeader) -> DitDims:
+    head_dim = _extent(header, "estimator.blocks.0.attn.q_norm.weight", 0)
+    return DitDims(
+        hidden=_extent(header, "estimator.in_proj.weight", 1),
+        depth=_count_numbered(header, "estimator.blocks.{}.attn.to_q.weight"),
+        n_heads=_ratio(_extent(header, "estimator.blocks.0.attn.to_q.weight", 1), head_dim),
+        head_dim=head_dim,
+        mlp_hidden=_extent(header, "estimator.blocks.0.mlp.fc1.weight", 1),
+        time_embd=_extent(header, "estimator.t_embedder.mlp.0.weight", 0),
+    )
+
+
+def _check_t2w_encoder(header: GgufHeader, label: str) -> str | None:
+    dims = token2wav_encoder_dims(header)
+    problem = _non_f32_tensor(header)
+    if problem is None and (dims.n_heads <= 0 or dims.width % dims.n_heads):
+        problem = (
+            f"tensor 'encoders.0.self_attn.pos_bias_u' gives {dims.n_heads} heads, which do not divide "
+            f"the width {dims.width}"
+        )
+    problem = problem or _table_mismatch(header, encoder_shapes(dims))
+    return f"{label}: {problem}" if problem is not None else None
+
+
+def _check_t2w_flow_matching(header: GgufHeader, label: str) -> str | None:
+    problem = _non_f32_tensor(header) or _table_mismatch(
+        header, flow_matching_shapes(token2wav_dit_dims(header))
+    )
+    return f"{label}: {problem}" if problem is not None else None
+
+
+def _check_t2w_flow_extra(header: GgufHeader, label: str) -> str | None:
+    dims = EncoderDims(width=_extent(header, "input_embedding.weight", 0))
+    problem = _non_f32_tensor(header) or _table_mismatch(header, flow_extra_shapes(dims))
+    return f"{label}: {problem}" if problem is not None else None
+
+
+def _check_t2w_hifigan(header: GgufHeader, label: str) -> str | None:
+    dims = HiftDims(
+        base_channels=_extent(header, "conv_pre.weight", 2),
+        f0_channels=_extent(header, "f0_predictor.condnet.0.weight", 2),
+    )
+    problem = _non_f32_tensor(header) or _table_mismatch(header, hifigan_shapes(dims))
+    return f"{label}: {problem}" if problem is not None else None
+
+
+_SPK_CB = f"{PROMPT_CACHE_PREFIX}spk_cb"
+PROMPT_CACHE_TENSORS = (
+    "spk_cb",
+    "conformer_cnn_cache",
+    "conformer_att_cache",
+    "estimator_cnn_cache",
+    "estimator_att_cache",
+)
+
+
+def _prompt_cache_dims(header: GgufHeader) -> Token2WavDims:
+    """The dims the cache tensors imply on their own (all conformer layers counted as token-rate layers)."""
+    p, n_timesteps = PROMPT_CACHE_PREFIX, header.value("mtmd.prompt_cache.n_timesteps")
+    depth = _ratio(_extent(header, f"{p}estimator_cnn_cache", 2), n_timesteps)
+    return Token2WavDims(
+        encoder=EncoderDims(
+            width=_extent(header, f"{p}conformer_cnn_cache", 0),
+            n_blocks=_extent(header, f"{p}conformer_att_cache", 3),
+            n_up_blocks=0,
+            n_heads=_extent(header, f"{p}conformer_att_cache", 2),
+            up_stride=_ratio(_extent(header, f"{p}conformer_cnn_cache", 1) - 2, 2),
+        ),
+        dit=DitDims(
+            hidden=_ratio(_extent(header, f"{p}estimator_cnn_cache", 0), 2),
+            depth=depth,
+            n_heads=_ratio(_extent(header, f"{p}estimator_att_cache", 2), depth * n_timesteps),
+            head_dim=_ratio(_extent(header, f"{p}estimator_att_cache", 0), 2),
+        ),
+        prompt=PromptCacheDims(
+            n_timesteps=n_timesteps, n_frames=_extent(header, f"{p}conformer_att_cache", 1)
+        ),
+    )
+
+
+def _prompt_cache_ne(dims: Token2WavDims) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(reversed(shape)) for name, (shape, _) in prompt_cache_shapes(dims).items()}
+
+
+def _check_t2w_prompt_cache(header: GgufHeader, label: str) -> str | None:
+    """The caches must agree with each other (time length, CFG rows, slots = depth x NT); the speaker vector
+    may be stored (192) or (192, 1). Widths against the encoder and DiT files: `_prompt_cache_ties`."""
+    n_timesteps = header.value("mtmd.prompt_cache.n_timesteps")
+    if n_timesteps <= 0:
+        return (
+            f"{label}: key 'mtmd.prompt_cache.n_timesteps' is {n_timesteps}, expected a positive step count"
+        )
+    for name in PROMPT_CACHE_TENSORS:
+        ne = header.tensors[f"{PROMPT_CACHE_PREFIX}{name}"].ne
+        if 0 in ne:
+            return f"{label}: tensor '{PROMPT_CACHE_PREFIX}{name}' has ne {ne}, an empty dimension"
+    expected = _prompt_cache_ne(_prompt_cache_dims(header))
+    if header.tensors[_SPK_CB].ne == (*expected[_SPK_CB], 1):
+        expected[_SPK_CB] = header.tensors[_SPK_CB].ne
+    problem = _non_f32_tensor(header) or _first_ne_mismatch(header, expected)
+    return f"{label}: {problem}" if problem is not None else None
+
+
 LLM_SPEC = FileSpec(
     "llm",
     "",
@@ -498,7 +658,21 @@ FILE_SPECS: tuple[FileSpec, ...] = (
         check=_check_projector_layout,
     ),
     FileSpec(
-        "token2wav_encoder", "token2wav-gguf/encoder.gguf", "token2wav", None, {}, ("embed.out.0.weight",)
+        "token2wav_encoder",
+        "token2wav-gguf/encoder.gguf",
+        "token2wav",
+        None,
+        {},
+        (
+            "embed.out.0.weight",
+            "pre_lookahead_layer.conv1.weight",
+            "encoders.0.self_attn.pos_bias_u",
+            "encoders.0.feed_forward.w_1.weight",
+            "up_layer.conv.weight",
+            "up_encoders.0.norm_mha.weight",
+            "after_norm.weight",
+        ),
+        check=_check_t2w_encoder,
     ),
     FileSpec(
         "token2wav_flow_matching",
@@ -506,7 +680,15 @@ FILE_SPECS: tuple[FileSpec, ...] = (
         "token2wav",
         None,
         {},
-        ("estimator.in_proj.weight",),
+        (
+            "estimator.t_embedder.mlp.0.weight",
+            "estimator.in_proj.weight",
+            "estimator.blocks.0.attn.to_q.weight",
+            "estimator.blocks.0.attn.q_norm.weight",
+            "estimator.blocks.0.mlp.fc1.weight",
+            "estimator.final_layer.linear.weight",
+        ),
+        check=_check_t2w_flow_matching,
     ),
     FileSpec(
         "token2wav_flow_extra",
@@ -514,18 +696,31 @@ FILE_SPECS: tuple[FileSpec, ...] = (
         "token2wav",
         None,
         {},
-        ("input_embedding.weight",),
+        ("input_embedding.weight", "spk_embed_affine_layer.weight", "encoder_proj.weight"),
+        check=_check_t2w_flow_extra,
     ),
     FileSpec(
-        "token2wav_hifigan", "token2wav-gguf/hifigan2.gguf", "token2wav", None, {}, ("conv_pre.weight",)
+        "token2wav_hifigan",
+        "token2wav-gguf/hifigan2.gguf",
+        "token2wav",
+        None,
+        {},
+        (
+            "conv_pre.weight",
+            "f0_predictor.condnet.0.weight",
+            "f0_predictor.classifier.bias",
+            "conv_post.weight",
+        ),
+        check=_check_t2w_hifigan,
     ),
     FileSpec(
         "token2wav_prompt_cache",
         "token2wav-gguf/prompt_cache.gguf",
         "token2wav",
         None,
-        {"mtmd.prompt_cache.n_timesteps": _I32},
-        ("prompt_cache.spk_cb",),
+        {"mtmd.prompt_cache.n_timesteps": _I32, "mtmd.prompt_cache.temperature": _F32},
+        tuple(f"{PROMPT_CACHE_PREFIX}{name}" for name in PROMPT_CACHE_TENSORS),
+        check=_check_t2w_prompt_cache,
     ),
 )
 
@@ -763,9 +958,51 @@ def _tts_projector_ties(projector: GgufHeader, headers: Mapping[str, GgufHeader]
     return problem
 
 
+def _flow_extra_ties(extra: GgufHeader, headers: Mapping[str, GgufHeader]) -> str | None:
+    encoder = headers.get("token2wav_encoder")
+    if encoder is None:
+        return None
+    n_in, width = encoder.tensors["embed.out.0.weight"].ne
+    embedding, projection = (
+        extra.tensors["input_embedding.weight"].ne[0],
+        extra.tensors["encoder_proj.weight"].ne[0],
+    )
+    if embedding != n_in:
+        return (
+            f"tensor 'input_embedding.weight' has width {embedding}, but the encoder takes {n_in} inputs "
+            f"({encoder.path.name})"
+        )
+    if projection != width:
+        return (
+            f"tensor 'encoder_proj.weight' takes {projection} inputs, but the encoder width is {width} "
+            f"({encoder.path.name})"
+        )
+    return None
+
+
+def _prompt_cache_ties(cache: GgufHeader, headers: Mapping[str, GgufHeader]) -> str | None:
+    """Conformer caches follow the encoder's widths, estimator caches the DiT's (with the file's NT)."""
+    own = _prompt_cache_dims(cache)
+    for attr, part in (("token2wav_encoder", "conformer"), ("token2wav_flow_matching", "estimator")):
+        other = headers.get(attr)
+        if other is None:
+            continue
+        if part == "conformer":
+            dims = replace(own, encoder=token2wav_encoder_dims(other))
+        else:
+            dims = replace(own, dit=token2wav_dit_dims(other))
+        for name, ne in _prompt_cache_ne(dims).items():
+            found = cache.tensors[name].ne
+            if part in name and found != ne:
+                return f"tensor {name!r} has ne {found}, but {other.path.name} implies {ne}"
+    return None
+
+
 _CROSS_FILE_CHECKS: dict[str, Callable[[GgufHeader, Mapping[str, GgufHeader]], str | None]] = {
     "tts": _tts_ties,
     "tts_projector": _tts_projector_ties,
+    "token2wav_flow_extra": _flow_extra_ties,
+    "token2wav_prompt_cache": _prompt_cache_ties,
 }
 
 
@@ -786,7 +1023,8 @@ def validate_model_dir(path: Path) -> ModelDirReport:
     """Check every file of the official layout under `path`; a stage is available when all its files are
     present and valid (tts needs the TTS and projector files, token2wav all five token2wav-gguf files).
     Widths shared between files are cross-checked (TTS projector input = LLM hidden size, projector output
-    = TTS hidden size)."""
+    = TTS hidden size; Token2Wav embedding and projection widths = encoder widths, prompt-cache extents =
+    encoder and DiT widths)."""
     root = Path(path)
     if not root.is_dir():
         problem = (

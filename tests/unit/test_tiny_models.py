@@ -133,6 +133,11 @@ def test_directory_has_official_names_and_marker(tiny_model_dir: Path) -> None:
         "MiniCPM-o-4_5-F16.gguf",
         "TINY_DEMO_README.txt",
         "audio/MiniCPM-o-4_5-audio-F16.gguf",
+        "token2wav-gguf/encoder.gguf",
+        "token2wav-gguf/flow_extra.gguf",
+        "token2wav-gguf/flow_matching.gguf",
+        "token2wav-gguf/hifigan2.gguf",
+        "token2wav-gguf/prompt_cache.gguf",
         "tts/MiniCPM-o-4_5-projector-F16.gguf",
         "tts/MiniCPM-o-4_5-tts-F16.gguf",
     ]
@@ -150,6 +155,11 @@ def test_summary_lists_written_files_with_sizes(tmp_path: Path) -> None:
         "audio/MiniCPM-o-4_5-audio-F16.gguf",
         "tts/MiniCPM-o-4_5-tts-F16.gguf",
         "tts/MiniCPM-o-4_5-projector-F16.gguf",
+        "token2wav-gguf/encoder.gguf",
+        "token2wav-gguf/flow_matching.gguf",
+        "token2wav-gguf/flow_extra.gguf",
+        "token2wav-gguf/hifigan2.gguf",
+        "token2wav-gguf/prompt_cache.gguf",
         "TINY_DEMO_README.txt",
     ]
     assert summary["files"]["MiniCPM-o-4_5-F16.gguf"] == llm.stat().st_size
