@@ -95,6 +95,7 @@ Pipeline::Pipeline(const EngineOptions & options) : options_(options) {
                        llm_->n_ctx(),
                        llm_->n_ctx_train(),
                        primary_backend_name(options.n_gpu_layers),
+                       "",
                        ""};
     load_audio_stage(options);
     load_tts_stage(options);

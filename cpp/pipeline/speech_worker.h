@@ -66,7 +66,7 @@ private:
     struct Turn {
         int id = 0;
         std::unique_ptr<SpeechGenerator> generator;
-        SpeechTokenGrouper grouper;
+        SpeechTokenGrouper grouper = SpeechTokenGrouper(kSpeechGroup);
         int speech_tokens = 0;
         double tts_ms = 0.0;
         double first_group_ms = -1.0;
