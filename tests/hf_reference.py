@@ -29,18 +29,22 @@ QWEN2_SPLIT_REGEX = (
 
 _NUMPY_TYPES = {"F32": np.float32, "F16": np.float16}
 
-_LAYER_NAMES = {
+# GGUF block tensor -> transformers decoder-layer parameter, for the Llama layout (the TTS uses it as is).
+LLAMA_LAYER_NAMES = {
     "attn_norm.weight": "input_layernorm.weight",
     "attn_q.weight": "self_attn.q_proj.weight",
     "attn_k.weight": "self_attn.k_proj.weight",
     "attn_v.weight": "self_attn.v_proj.weight",
     "attn_output.weight": "self_attn.o_proj.weight",
-    "attn_q_norm.weight": "self_attn.q_norm.weight",
-    "attn_k_norm.weight": "self_attn.k_norm.weight",
     "ffn_norm.weight": "post_attention_layernorm.weight",
     "ffn_gate.weight": "mlp.gate_proj.weight",
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
+}
+# Qwen3 adds RMSNorms on the queries and keys.
+_LAYER_NAMES = LLAMA_LAYER_NAMES | {
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
 }
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hf_reference import read_tensor
+from hf_reference import LLAMA_LAYER_NAMES, read_tensor
 from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
@@ -31,18 +31,6 @@ AUDIO_BOS_ID = 151687  # LLM token <focus>, the TTS's audio-BOS row of emb_text
 TEXT_EOS_ID = 151692  # LLM token </perception>, the TTS's text-EOS row of emb_text
 EOS_CODE = 6561
 NORMALIZE_EPS = 1e-12  # torch F.normalize default
-
-_LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "attn_q.weight": "self_attn.q_proj.weight",
-    "attn_k.weight": "self_attn.k_proj.weight",
-    "attn_v.weight": "self_attn.v_proj.weight",
-    "attn_output.weight": "self_attn.o_proj.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "ffn_gate.weight": "mlp.gate_proj.weight",
-    "ffn_up.weight": "mlp.up_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
-}
 
 
 def unpermute_rope_rows(weight: np.ndarray, n_head: int) -> np.ndarray:
@@ -96,7 +84,7 @@ def _backbone_state(header: GgufHeader) -> dict[str, torch.Tensor]:
     n_head_kv = header.value("llama.attention.head_count_kv")
     state = {"norm.weight": torch.from_numpy(read_tensor(header, "output_norm.weight"))}
     for layer in range(header.value("llama.block_count")):
-        for gguf_part, hf_part in _LAYER_NAMES.items():
+        for gguf_part, hf_part in LLAMA_LAYER_NAMES.items():
             array = read_tensor(header, f"blk.{layer}.{gguf_part}")
             if gguf_part in ("attn_q.weight", "attn_k.weight"):
                 array = unpermute_rope_rows(array, n_head if gguf_part == "attn_q.weight" else n_head_kv)

@@ -14,9 +14,10 @@ namespace {
 
 using release = py::call_guard<py::gil_scoped_release>;
 
-std::vector<float> hidden_rows(const omni::Tts & tts, const std::vector<int> & ids, const FloatArray & hidden) {
+// The hidden rows' data, after checking they pair with `ids` (valid while the argument lives, GIL or not).
+const float * hidden_rows(const omni::Tts & tts, const std::vector<int> & ids, const FloatArray & hidden) {
     require_matrix(hidden, static_cast<py::ssize_t>(ids.size()), tts.n_llm_embd(), "hidden");
-    return std::vector<float>(hidden.data(), hidden.data() + hidden.size());
+    return hidden.data();
 }
 
 py::array_t<float> rows_of(const omni::Tts & tts, const std::vector<int> & ids, bool codes) {
@@ -82,11 +83,11 @@ void bind_model(py::module_ & m) {
         .def(
             "condition",
             [](omni::Tts & t, const std::vector<int> & ids, const FloatArray & hidden) {
-                const std::vector<float> h = hidden_rows(t, ids, hidden);
+                const float * h = hidden_rows(t, ids, hidden);
                 std::vector<float> rows;
                 {
                     py::gil_scoped_release release;
-                    rows = t.condition(ids, h.data());
+                    rows = t.condition(ids, h);
                 }
                 return to_matrix(rows, static_cast<py::ssize_t>(ids.size()), t.n_embd());
             },
@@ -115,9 +116,9 @@ void bind_generator(py::module_ & m) {
         .def(
             "speak_chunk",
             [](omni::SpeechGenerator & g, const std::vector<int> & ids, const FloatArray & hidden, bool last) {
-                const std::vector<float> h = hidden_rows(g.tts(), ids, hidden);
+                const float * h = hidden_rows(g.tts(), ids, hidden);
                 py::gil_scoped_release release;
-                return g.speak_chunk(ids, h.data(), last);
+                return g.speak_chunk(ids, h, last);
             },
             py::arg("ids"), py::arg("hidden"), py::arg("last"))
         .def_property_readonly("position", &omni::SpeechGenerator::position);

@@ -119,15 +119,18 @@ WeightFile::~WeightFile() {
     if (ctx_) ggml_free(ctx_);
 }
 
+void WeightFile::require_shape(const std::string & name, const int64_t * have, int n_have,
+                               std::initializer_list<int64_t> want) const {
+    if (same_shape(have, n_have, want)) return;
+    const std::vector<int64_t> wanted(want);
+    throw ModelFileError(path() + ": tensor '" + name + "' has shape " + shape_text(have, n_have) + ", expected " +
+                         shape_text(wanted.data(), static_cast<int>(wanted.size())));
+}
+
 ggml_tensor * WeightFile::get(const std::string & name, std::initializer_list<int64_t> ne) const {
     ggml_tensor * tensor = ggml_get_tensor(ctx_, name.c_str());
     if (!tensor) throw ModelFileError(path() + ": missing tensor '" + name + "'");
-    if (!same_shape(tensor->ne, ggml_n_dims(tensor), ne)) {
-        std::vector<int64_t> want(ne);
-        throw ModelFileError(path() + ": tensor '" + name + "' has shape " +
-                             shape_text(tensor->ne, ggml_n_dims(tensor)) + ", expected " +
-                             shape_text(want.data(), static_cast<int>(want.size())));
-    }
+    require_shape(name, tensor->ne, ggml_n_dims(tensor), ne);
     return tensor;
 }
 
@@ -135,12 +138,7 @@ const HostTensor & WeightFile::host(const std::string & name, std::initializer_l
     const auto found = host_.find(name);
     if (found == host_.end()) throw ModelFileError(path() + ": missing tensor '" + name + "'");
     const HostTensor & tensor = found->second;
-    if (!same_shape(tensor.ne.data(), static_cast<int>(tensor.ne.size()), ne)) {
-        std::vector<int64_t> want(ne);
-        throw ModelFileError(path() + ": tensor '" + name + "' has shape " +
-                             shape_text(tensor.ne.data(), static_cast<int>(tensor.ne.size())) + ", expected " +
-                             shape_text(want.data(), static_cast<int>(want.size())));
-    }
+    require_shape(name, tensor.ne.data(), static_cast<int>(tensor.ne.size()), ne);
     return tensor;
 }
 

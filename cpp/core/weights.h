@@ -45,6 +45,10 @@ public:
     const HostTensor & host(const std::string & name, std::initializer_list<int64_t> ne) const;
 
 private:
+    // Throws ModelFileError naming file, tensor, actual and expected ne unless they agree.
+    void require_shape(const std::string & name, const int64_t * have, int n_have,
+                       std::initializer_list<int64_t> want) const;
+
     std::map<std::string, HostTensor> host_;
     std::unique_ptr<GgufFile> meta_;
     ggml_context * ctx_ = nullptr;

@@ -35,16 +35,10 @@ int quant_rank(const std::string & name) {
 
 }  // namespace
 
-// The official audio file, or "" when the directory has none (the audio stage is optional).
-std::string find_audio_file(const std::string & model_dir) {
-    const fs::path path = fs::path(model_dir) / "audio" / "MiniCPM-o-4_5-audio-F16.gguf";
-    std::error_code ec;
-    return fs::is_regular_file(path, ec) ? path.string() : "";
-}
-
-// The official TTS file and its projector file ("" each when missing; the TTS stage needs the first).
-std::string find_tts_file(const std::string & model_dir, const char * name) {
-    const fs::path path = fs::path(model_dir) / "tts" / name;
+// A stage's official file in the model directory, or "" when it has none (every stage but the LLM is optional).
+std::string find_stage_file(const std::string & model_dir, const char * folder, const char * name) {
+    if (model_dir.empty()) return "";
+    const fs::path path = fs::path(model_dir) / folder / name;
     std::error_code ec;
     return fs::is_regular_file(path, ec) ? path.string() : "";
 }
@@ -106,7 +100,7 @@ Pipeline::Pipeline(const EngineOptions & options) : options_(options) {
 }
 
 void Pipeline::load_audio_stage(const EngineOptions & options) {
-    const std::string path = options.model_dir.empty() ? "" : find_audio_file(options.model_dir);
+    const std::string path = find_stage_file(options.model_dir, "audio", "MiniCPM-o-4_5-audio-F16.gguf");
     if (path.empty()) return;
     audio_ = std::make_unique<AudioEncoder>(AudioEncoderOptions{path, options.n_gpu_layers != 0, options.n_threads});
     if (audio_->n_embd_out() != llm_->n_embd()) {
@@ -117,12 +111,11 @@ void Pipeline::load_audio_stage(const EngineOptions & options) {
 }
 
 void Pipeline::load_tts_stage(const EngineOptions & options) {
-    if (options.model_dir.empty()) return;
-    const std::string path = find_tts_file(options.model_dir, "MiniCPM-o-4_5-tts-F16.gguf");
+    const std::string path = find_stage_file(options.model_dir, "tts", "MiniCPM-o-4_5-tts-F16.gguf");
     if (path.empty()) return;
     TtsOptions tts_options;
     tts_options.path = path;
-    tts_options.projector_path = find_tts_file(options.model_dir, "MiniCPM-o-4_5-projector-F16.gguf");
+    tts_options.projector_path = find_stage_file(options.model_dir, "tts", "MiniCPM-o-4_5-projector-F16.gguf");
     tts_options.use_gpu = options.n_gpu_layers != 0;
     tts_options.n_threads = options.n_threads;
     tts_ = std::make_unique<Tts>(tts_options);

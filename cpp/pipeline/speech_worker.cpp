@@ -19,12 +19,13 @@ void SpeechChunkBuilder::add(int token, const std::vector<float> & hidden, const
 }
 
 SpeechJob SpeechChunkBuilder::take(bool last) {
-    SpeechJob job = job_;
+    SpeechJob job = std::move(job_);
     job.chunk_idx = next_chunk_++;
     job.last = last;
-    job_.ids.clear();
-    job_.hidden.clear();
-    job_.text.clear();
+    job_ = SpeechJob{};  // the next chunk: same turn, settings and start time, nothing collected yet
+    job_.turn = job.turn;
+    job_.params = job.params;
+    job_.t_generate = job.t_generate;
     return job;
 }
 

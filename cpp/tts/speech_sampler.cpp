@@ -85,9 +85,7 @@ bool SpeechSampler::apply_top_p_then_k_fast(std::vector<float> & logits) const {
     for (size_t i = k; i < n; ++i) {
         if (logits[static_cast<size_t>(ranked[i])] == kth) return false;
     }
-    const float max_logit = logits[static_cast<size_t>(ranked[0])];
-    double total = 0.0;
-    for (float v : logits) total += v == kNegInf ? 0.0 : std::exp(static_cast<double>(v) - max_logit);
+    const std::vector<double> probs = softmax(logits);
     size_t kept = k;
     double better = 0.0;  // probability of the entries ranked before r
     for (size_t r = 0; r < k; ++r) {
@@ -95,7 +93,7 @@ bool SpeechSampler::apply_top_p_then_k_fast(std::vector<float> & logits) const {
             kept = r;
             break;
         }
-        better += std::exp(static_cast<double>(logits[static_cast<size_t>(ranked[r])]) - max_logit) / total;
+        better += probs[static_cast<size_t>(ranked[r])];
     }
     std::vector<float> out(n, kNegInf);
     for (size_t r = 0; r < kept; ++r) out[static_cast<size_t>(ranked[r])] = logits[static_cast<size_t>(ranked[r])];
