@@ -59,6 +59,10 @@ uint32_t GgufFile::get_u32(const std::string & key) const {
     return gguf_get_val_u32(ctx_, key_id(key, GGUF_TYPE_UINT32));
 }
 
+int32_t GgufFile::get_i32(const std::string & key) const {
+    return gguf_get_val_i32(ctx_, key_id(key, GGUF_TYPE_INT32));
+}
+
 float GgufFile::get_f32(const std::string & key) const {
     return gguf_get_val_f32(ctx_, key_id(key, GGUF_TYPE_FLOAT32));
 }

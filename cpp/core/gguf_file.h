@@ -29,6 +29,7 @@ public:
     bool has_key(const std::string & key) const;
     std::string get_string(const std::string & key) const;
     uint32_t get_u32(const std::string & key) const;
+    int32_t get_i32(const std::string & key) const;
     float get_f32(const std::string & key) const;
     bool get_bool(const std::string & key) const;
     size_t get_array_size(const std::string & key) const;
