@@ -9,6 +9,7 @@
 
 #include "audio/audio_encoder.h"
 #include "bindings/arrays.h"
+#include "bindings/token2wav_bindings.h"
 #include "bindings/tts_bindings.h"
 #include "core/backend.h"
 #include "core/errors.h"
@@ -41,6 +42,9 @@ py::dict stats_dict(const omni::TurnStats & s) {
     d["speech_tokens"] = s.speech_tokens;
     d["tts_ms"] = s.tts_ms;
     d["first_speech_group_ms"] = s.first_speech_ms;
+    d["audio_samples"] = s.audio_samples;
+    d["token2wav_ms"] = s.token2wav_ms;
+    d["first_audio_ms"] = s.first_audio_ms;
     return d;
 }
 
@@ -188,6 +192,7 @@ void bind_options(py::module_ & m) {
         .def_readwrite("duplex", &omni::SessionOptions::duplex)
         .def_readwrite("language", &omni::SessionOptions::language)
         .def_readwrite("speak", &omni::SessionOptions::speak)
+        .def_readwrite("ignore_eos", &omni::SessionOptions::ignore_eos)
         .def_readwrite("sampling", &omni::SessionOptions::sampling)
         .def_readwrite("tts_sampling", &omni::SessionOptions::tts_sampling)
         .def_readwrite("max_new_tokens", &omni::SessionOptions::max_new_tokens)
@@ -211,12 +216,13 @@ void bind_engine(py::module_ & m) {
                                    d["backend"] = info.backend;
                                    d["audio_path"] = info.audio_path;
                                    d["tts_path"] = info.tts_path;
+                                   d["token2wav_path"] = info.token2wav_path;
                                    py::dict stages;
                                    stages["llm"] = true;
                                    stages["audio"] = !info.audio_path.empty();
                                    stages["vision"] = false;
                                    stages["tts"] = !info.tts_path.empty();
-                                   stages["token2wav"] = false;
+                                   stages["token2wav"] = !info.token2wav_path.empty();
                                    d["stages"] = stages;
                                    return d;
                                })
@@ -568,4 +574,6 @@ PYBIND11_MODULE(omni_engine, m) {
     bind_audio(m);
     py::module_ internals = bind_internals(m);
     omni_bindings::bind_tts(m, internals);
+    omni_bindings::bind_vocoder(m);
+    omni_bindings::bind_token2mel(m);
 }

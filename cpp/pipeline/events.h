@@ -22,6 +22,9 @@ struct TurnStats {
     int speech_tokens = 0;          // speech codes the TTS drew for the turn
     double tts_ms = 0.0;            // time the TTS spent on them
     double first_speech_ms = -1.0;  // generate() to the first group of 25 codes; -1 if none
+    int audio_samples = 0;          // 24 kHz samples of the turn's audio events
+    double token2wav_ms = 0.0;      // time Token2Wav spent on them
+    double first_audio_ms = -1.0;   // generate() to the first audio event; -1 if none
     double tokens_per_s() const { return decode_ms > 0.0 ? decode_tokens * 1000.0 / decode_ms : 0.0; }
 };
 

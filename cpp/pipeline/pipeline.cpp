@@ -93,6 +93,7 @@ Pipeline::Pipeline(const EngineOptions & options) : options_(options) {
                        ""};
     load_audio_stage(options);
     load_tts_stage(options);
+    load_token2wav_stage(options);
     log_message(LogLevel::info, "LLM loaded from " + info_.llm_path + " in " +
                                     std::to_string(static_cast<int>(now_ms() - t0)) + " ms (backend " + info_.backend +
                                     ")");
@@ -129,6 +130,30 @@ void Pipeline::load_tts_stage(const EngineOptions & options) {
         now_ms);
 }
 
+// The official folder is token2wav-gguf/; token2wav/ is accepted too. All five files must be there.
+void Pipeline::load_token2wav_stage(const EngineOptions & options) {
+    if (!speech_) return;
+    for (const char * folder : {"token2wav-gguf", "token2wav"}) {
+        bool complete = true;
+        for (const char * name :
+             {"encoder.gguf", "flow_matching.gguf", "flow_extra.gguf", "hifigan2.gguf", "prompt_cache.gguf"}) {
+            complete = complete && !find_stage_file(options.model_dir, folder, name).empty();
+        }
+        if (!complete) continue;
+        Token2WavOptions t2w;
+        t2w.flow.folder = (fs::path(options.model_dir) / folder).string();
+        t2w.flow.use_gpu = options.n_gpu_layers != 0;
+        t2w.flow.n_threads = options.n_threads;
+        token2wav_ = std::make_unique<Token2Wav>(t2w);
+        info_.token2wav_path = t2w.flow.folder;
+        audio_out_ = std::make_unique<AudioWorker>(
+            *token2wav_, [this](Event e) { emit(std::move(e)); },
+            [this](int turn) { return stop_through_turn_ >= turn; }, now_ms);
+        speech_->set_sink([this](SpeechGroup group) { audio_out_->push(std::move(group)); });
+        return;
+    }
+}
+
 Pipeline::~Pipeline() {
     close();
 }
@@ -142,9 +167,12 @@ void Pipeline::close() {
     request_stop("stop");
     llm_jobs_.close();
     if (llm_thread_.joinable()) llm_thread_.join();
-    if (speech_) speech_->close();  // after the LLM thread: it may still hand over a turn's end
-    sink_.reset();                  // delivers what is left
+    if (speech_) speech_->close();        // after the LLM thread: it may still hand over a turn's end
+    if (audio_out_) audio_out_->close();  // after the TTS thread, for the same reason
+    sink_.reset();                        // delivers what is left
     speech_.reset();
+    audio_out_.reset();
+    token2wav_.reset();
     tts_.reset();
     llm_.reset();
 }
@@ -177,6 +205,9 @@ void Pipeline::resolve_special_tokens() {
     for (const char * text : kSpeechForbidden) {
         const Token id = llm_->find_token(text);
         if (id >= 0) special_.speech_forbidden.push_back(id);
+    }
+    for (Token id = 0; id < llm_->n_vocab(); ++id) {
+        if (id == special_.tts_eos || llm_->is_end_of_generation(id)) special_.end_of_generation.push_back(id);
     }
 }
 
@@ -530,7 +561,9 @@ std::string Pipeline::generate_tokens(int turn, int max_new_tokens, float length
 
     const std::vector<Token> terminators{special_.tts_eos, special_.im_end, special_.endoftext};
     const std::vector<Token> no_tokens;
-    const std::vector<Token> & forbidden = opts.speak ? special_.speech_forbidden : no_tokens;
+    std::vector<Token> forbidden = opts.speak ? special_.speech_forbidden : no_tokens;
+    if (opts.ignore_eos)
+        forbidden.insert(forbidden.end(), special_.end_of_generation.begin(), special_.end_of_generation.end());
 
     std::vector<float> logits;
     std::vector<float> hidden;

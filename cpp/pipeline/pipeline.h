@@ -16,6 +16,7 @@
 #include "llm/chat_format.h"
 #include "llm/llm.h"
 #include "llm/sampler.h"
+#include "pipeline/audio_worker.h"
 #include "pipeline/event_sink.h"
 #include "pipeline/events.h"
 #include "pipeline/queue.h"
@@ -45,6 +46,7 @@ struct SessionOptions {
     TtsSamplingParams tts_sampling;
     int max_new_tokens = 2048;
     int max_preserved_context = 2048;
+    bool ignore_eos = false;  // bench only: the answer never ends by itself, always max_new_tokens tokens
 };
 
 struct EngineInfo {
@@ -55,8 +57,9 @@ struct EngineInfo {
     int n_ctx = 0;
     int n_ctx_train = 0;
     std::string backend;
-    std::string audio_path;  // "" when the model directory has no audio encoder
-    std::string tts_path;    // "" when the model directory has no TTS
+    std::string audio_path;      // "" when the model directory has no audio encoder
+    std::string tts_path;        // "" when the model directory has no TTS
+    std::string token2wav_path;  // the Token2Wav folder; "" without it (or without the TTS)
 };
 
 enum class PipelineState { no_session, idle, generating };
@@ -83,6 +86,7 @@ public:
     int prefill_audio(const float * pcm, size_t n_samples);
     bool has_audio() const { return audio_ != nullptr; }
     bool has_tts() const { return tts_ != nullptr; }
+    bool has_token2wav() const { return token2wav_ != nullptr; }
     // Starts one answer on the LLM thread and returns its turn id at once. max_new_tokens <= 0 and
     // length_penalty <= 0 mean the session's values.
     int generate(int max_new_tokens = -1, float length_penalty = -1.0f);
@@ -104,7 +108,8 @@ private:
         Token tts_eos = -1;
         Token im_end = -1;
         Token endoftext = -1;
-        std::vector<Token> speech_forbidden;  // punctuation the reference forbids in speak mode
+        std::vector<Token> speech_forbidden;   // punctuation the reference forbids in speak mode
+        std::vector<Token> end_of_generation;  // every token that ends an answer (forbidden with ignore_eos)
     };
     struct Session {
         SessionOptions options;
@@ -119,6 +124,7 @@ private:
     void resolve_special_tokens();
     void load_audio_stage(const EngineOptions & options);
     void load_tts_stage(const EngineOptions & options);
+    void load_token2wav_stage(const EngineOptions & options);
     void prefill_system_prompt(const std::vector<float> & ref_audio);
     void check_audio(const float * pcm, size_t n_samples, const char * what) const;
     // Both return how many positions they wrote (the window may slide first, so n_past can shrink).
@@ -176,6 +182,8 @@ private:
     BlockingQueue<std::function<void()>> llm_jobs_;
     std::thread llm_thread_;
     std::unique_ptr<SpeechWorker> speech_;  // the TTS thread (only with the TTS stage)
+    std::unique_ptr<Token2Wav> token2wav_;
+    std::unique_ptr<AudioWorker> audio_out_;  // the Token2Wav thread (only with the TTS and Token2Wav stages)
 };
 
 }  // namespace omni

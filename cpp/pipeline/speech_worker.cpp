@@ -82,21 +82,37 @@ void SpeechWorker::speak(SpeechJob & job) {
 
 void SpeechWorker::finish_turn(SpeechJob & job) {
     const bool spoke = !turn_.failed && !stopped_(job.turn);
-    if (spoke) hand_off(turn_.grouper.flush(), true, job.t_generate);
-    TurnStats stats = job.stats;
-    stats.speech_tokens = turn_.speech_tokens;
-    stats.tts_ms = turn_.tts_ms;
-    stats.first_speech_ms = turn_.first_group_ms;
-    stats.total_ms = clock_ms_() - job.t_generate;
     const bool ended_normally = job.reason == "eos" || job.reason == "max_tokens";
-    emit_(stats_event(job.turn, stats));
-    emit_(end_of_turn_event(job.turn, turn_.failed && ended_normally ? "error" : job.reason));
+    SpeechGroup end;
+    end.turn = job.turn;
+    end.final = spoke;
+    end.end = true;
+    end.reason = turn_.failed && ended_normally ? "error" : job.reason;
+    end.stats = job.stats;
+    end.stats.speech_tokens = turn_.speech_tokens;
+    end.stats.tts_ms = turn_.tts_ms;
+    end.stats.first_speech_ms = turn_.first_group_ms;
+    end.t_generate = job.t_generate;
+    if (spoke) end.codes = turn_.grouper.flush();
     turn_ = Turn{};
+    if (sink_) {
+        sink_(std::move(end));
+        return;
+    }
+    end.stats.total_ms = clock_ms_() - job.t_generate;
+    emit_(stats_event(end.turn, end.stats));
+    emit_(end_of_turn_event(end.turn, end.reason));
 }
 
 void SpeechWorker::hand_off(const std::vector<int> & codes, bool final, double t_generate) {
     if (!final && turn_.first_group_ms < 0) turn_.first_group_ms = clock_ms_() - t_generate;
-    if (sink_) sink_(turn_.id, codes, final);
+    if (!sink_) return;
+    SpeechGroup group;
+    group.turn = turn_.id;
+    group.codes = codes;
+    group.final = final;
+    group.t_generate = t_generate;
+    sink_(std::move(group));
 }
 
 }  // namespace omni

@@ -30,6 +30,17 @@ struct SpeechJob {
     double t_generate = 0.0;
 };
 
+// Speech codes for the next stage (Token2Wav), in groups of kSpeechGroup.
+struct SpeechGroup {
+    int turn = 0;
+    std::vector<int> codes;
+    bool final = false;  // the turn's last group: the stream ends after it
+    bool end = false;    // carries the turn's end: the next stage emits stats and end_of_turn after its audio
+    std::string reason;
+    TurnStats stats;
+    double t_generate = 0.0;
+};
+
 // Collects the LLM's tokens of one turn into chunks of kTtsChunkTokens TTS-valid tokens.
 class SpeechChunkBuilder {
 public:
@@ -49,8 +60,8 @@ class SpeechWorker {
 public:
     using Emit = std::function<void(Event)>;
     using Stopped = std::function<bool(int turn)>;
-    // Receives each group of codes for the next stage; `final` marks the turn's last (possibly short) group.
-    using SpeechSink = std::function<void(int turn, const std::vector<int> & codes, bool final)>;
+    // Receives each group of codes for the next stage, and the turn's end (which the sink then emits).
+    using SpeechSink = std::function<void(SpeechGroup group)>;
 
     SpeechWorker(Tts & tts, Emit emit, Stopped stopped, double (*clock_ms)());
     ~SpeechWorker();

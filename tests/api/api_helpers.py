@@ -194,11 +194,11 @@ def session_status(client: httpx.Client) -> dict:
 
 
 def assert_well_formed(stream: SseReader, reason: str) -> None:
-    """(text|tts_chunk)* -> stats -> done, then `data: [DONE]` as the very last line; tts_chunk events count
-    from 0 and the stats' speech_tokens is the sum of their speech tokens."""
-    letters = {"text": "t", "tts_chunk": "c", "stats": "s", "done": "d", None: "D"}
+    """(text|tts_chunk|audio)* -> stats -> done, then `data: [DONE]` as the very last line; tts_chunk events
+    count from 0 and the stats' speech_tokens is the sum of their speech tokens."""
+    letters = {"text": "t", "tts_chunk": "c", "audio": "a", "stats": "s", "done": "d", None: "D"}
     names = "".join(letters.get(n, "?") for n in stream.names)
-    assert re.fullmatch("[tc]*sdD", names), stream.names
+    assert re.fullmatch("[tca]*sdD", names), stream.names
     assert stream.messages[-1].data == "[DONE]"
     assert stream.last_line == "data: [DONE]"
     stats = stream.only("stats")["stats"]

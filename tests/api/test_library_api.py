@@ -31,13 +31,16 @@ def test_settings_are_read_back_from_the_engine_options(assistant):
 def test_stream_yields_text_and_speech_then_stats_then_end_of_turn(assistant):
     events = list(assistant.stream("Hello!", max_new_tokens=4))
     kinds = [event["type"] for event in events]
-    assert kinds[-2:] == ["stats", "end_of_turn"] and set(kinds[:-2]) == {"text", "tts_chunk"}
+    assert kinds[-2:] == ["stats", "end_of_turn"] and set(kinds[:-2]) == {"text", "tts_chunk", "audio"}
     assert events[-1]["reason"] == "max_tokens"
     assert events[-2]["decode_tokens"] == 4
     chunks = [event for event in events if event["type"] == "tts_chunk"]
     assert [chunk["chunk_idx"] for chunk in chunks] == [0]  # 4 tokens: one (last) chunk
     assert chunks[0]["text"] == "".join(event["text"] for event in events if event["type"] == "text")
     assert 0 < len(chunks[0]["speech_tokens"]) == chunks[0]["n_speech_tokens"] <= 20
+    audio = [event["pcm"] for event in events if event["type"] == "audio"]
+    samples = sum(pcm.size for pcm in audio)
+    assert samples == 960 * (3 + chunks[0]["n_speech_tokens"]) == events[-2]["audio_samples"]
     assert events[-2]["speech_tokens"] == chunks[0]["n_speech_tokens"]
 
 

@@ -401,7 +401,7 @@ def test_fresh_server_before_and_after_init(fresh_server, tiny_model_dir):
             "audio": True,
             "vision": False,
             "tts": True,
-            "token2wav": False,
+            "token2wav": True,
         }
         assert health["session"]["state"] == "idle" and health["session"]["owned_by_named_client"] is True
 

@@ -13,11 +13,13 @@ GREEDY = oe.SamplingParams(temperature=0.0, seed=1)
 
 
 class EventLog:
-    """Collects engine events; `first_text` is set when the first text event arrives."""
+    """Collects engine events; `first_text` is set when the first text event arrives, and `first_audio`
+    when the first audio event does."""
 
     def __init__(self) -> None:
         self.events: list[dict] = []
         self.first_text = threading.Event()
+        self.first_audio = threading.Event()
         self._lock = threading.Lock()
 
     def __call__(self, event: dict) -> None:
@@ -25,6 +27,8 @@ class EventLog:
             self.events.append(event)
         if event["type"] == "text":
             self.first_text.set()
+        elif event["type"] == "audio":
+            self.first_audio.set()
 
     def of_turn(self, turn: int) -> list[dict]:
         with self._lock:

@@ -50,7 +50,7 @@ def test_speaking_turn_events(engine: oe.Engine, llm: oe.Llm, log: EventLog) -> 
     events = log.of_turn(turn)
     kinds = [e["type"] for e in events]
     assert kinds[-2:] == ["stats", "end_of_turn"]
-    assert set(kinds[:-2]) == {"text", "tts_chunk"}
+    assert set(kinds[:-2]) == {"text", "tts_chunk", "audio"}  # audio: the Token2Wav stage (test_audio_out.py)
     chunks = chunks_of(log, turn)
     assert [c["chunk_idx"] for c in chunks] == list(range(len(chunks)))
     stats = log.stats(turn)
