@@ -2,7 +2,7 @@
 import { ApiError, api } from "./api.js";
 import { PcmPlayer } from "./player.js";
 import { MicRecorder } from "./recorder.js";
-import { formatMs, formatSpeechTokens, formatTtsTime } from "./stats.js";
+import { computeTurnStats } from "./stats.js";
 import { base64ToBytes, pcm16Base64ToFloat32, recordingToBase64Wav } from "./wav.js";
 
 const HEALTH_POLL_MS = 5000;
@@ -320,6 +320,8 @@ async function initSession({ automatic = false } = {}) {
     state.session = settings;
     state.initialized = true;
     if (wasInitialized) {
+      player.stop(); // a new conversation: the previous answer's queued audio must not keep playing
+      ui.playback.textContent = "";
       clearTranscript();
       resetStats();
     }
@@ -351,6 +353,7 @@ function newTurn() {
     firstTextAt: 0,
     lastTextAt: 0,
     firstAudioAt: 0,
+    lastAudioAt: 0,
     lastEventAt: 0,
     endedAt: 0,
     textEvents: 0,
@@ -456,6 +459,7 @@ function onAudio(turn, event, t) {
   if (!event.wav) return;
   const samples = pcm16Base64ToFloat32(event.wav);
   if (!turn.firstAudioAt) turn.firstAudioAt = t;
+  turn.lastAudioAt = t;
   turn.audioChunks += 1;
   turn.audioSeconds += samples.length / event.sampleRate;
   if (!turn.playbackCut) {
@@ -511,6 +515,7 @@ const statIds = [
   "audio",
   "speech",
   "tts",
+  "t2w",
   "rtf",
   "gaps",
   "total",
@@ -525,42 +530,8 @@ function resetStats() {
   for (const id of statIds) setStat(id, "–");
 }
 
-const ms = formatMs;
-
-// Turns the raw measurements of one answer into the panel's numbers (pure, for clarity).
-function computeStats(turn, playerStats) {
-  const s = turn.serverStats || {};
-  const out = {};
-  const prefillParts = [];
-  if (turn.prefillClientMs !== null) prefillParts.push(ms(turn.prefillClientMs));
-  if (typeof s.prefill_ms === "number") prefillParts.push(`server ${ms(s.prefill_ms)}`);
-  out.prefill = prefillParts.join(" · ") || "–";
-  out["first-text"] = turn.firstTextAt ? ms(turn.firstTextAt - turn.sentAt) : "–";
-  if (turn.firstTextAt && typeof s.ttft_ms === "number") out["first-text"] += ` · server ${ms(s.ttft_ms)}`;
-  out["first-audio"] = turn.firstAudioAt ? ms(turn.firstAudioAt - turn.sentAt) : "–";
-  out.tps = typeof s.tokens_per_s === "number" ? s.tokens_per_s.toFixed(1) : "–";
-  const textSpan = (turn.lastTextAt - turn.firstTextAt) / 1000;
-  out["tps-client"] = turn.textEvents > 1 && textSpan > 0 ? ((turn.textEvents - 1) / textSpan).toFixed(1) : "–";
-  out.tokens = typeof s.decode_tokens === "number" ? String(s.decode_tokens) : "–";
-  out.audio = turn.audioSeconds > 0 ? `${turn.audioSeconds.toFixed(2)} s (${turn.audioChunks} chunks)` : "–";
-  out.speech = formatSpeechTokens(turn.serverStats, turn.speechTokens);
-  out.tts = formatTtsTime(turn.serverStats);
-  const generationEnd = turn.endedAt || turn.lastEventAt;
-  if (turn.audioSeconds > 0 && turn.generateStartedAt && generationEnd) {
-    out.rtf = ((generationEnd - turn.generateStartedAt) / 1000 / turn.audioSeconds).toFixed(2);
-  } else {
-    out.rtf = "–";
-  }
-  out.gaps = playerStats.chunks > 0 ? `${playerStats.gaps} (${ms(playerStats.gapSeconds * 1000)})` : "–";
-  const total = typeof s.total_ms === "number" ? `server ${ms(s.total_ms)}` : "";
-  const wall = generationEnd ? ms(generationEnd - turn.sentAt) : "";
-  out.total = [wall, total].filter(Boolean).join(" · ") || "–";
-  out.reason = turn.doneReason || (turn.stopped ? "stopped" : turn.closed ? "incomplete" : "…");
-  return out;
-}
-
 function renderStats(turn) {
-  const values = computeStats(turn, player.stats);
+  const values = computeTurnStats(turn, player.stats);
   for (const id of statIds) setStat(id, values[id]);
 }
 

@@ -1,14 +1,17 @@
-"""Benchmark of the LLM text path: load time, prefill and decode throughput, time to first text.
+"""Benchmark of the pipeline: LLM text path, speaking turns to first audio, and the stages alone.
 
     python -m omni_app bench --model-dir DIR [--n-ctx 4096] [--n-gpu-layers -1] [--threads 0]
         [--prompt-tokens 512] [--gen-tokens 128] [--runs 3] [--json-out PATH]
         [--make-full-size-models DIR [--quant Q4_K_M|Q8_0] [--n-layer 36]]
 
-Two parts, one model in memory at a time:
+One model in memory at a time:
+- the Llm stage alone: prefill of exactly prompt-tokens tokens, then exactly gen-tokens greedy decode steps
+  (end-of-sequence ignored), so decode figures are comparable across models and runs;
 - the Engine (what the server uses): load time, then per run one user turn of ~prompt-tokens of text,
   greedy, up to gen-tokens: wall time from `prefill_text` to the first text event, and the engine's stats;
-- the Llm stage alone: prefill of exactly prompt-tokens tokens, then exactly gen-tokens greedy decode steps
-  (end-of-sequence ignored), so decode figures are comparable across models and runs.
+  with the TTS files also speaking turns of exactly gen-tokens answer tokens (end of answer ignored) and,
+  with the Token2Wav files, their time to first audio and real-time factor;
+- the audio encoder, the TTS and Token2Wav stages alone.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Metric:
             "unit": self.unit,
             "description": self.description,
             "median": statistics.median(self.values),
+            "mean": statistics.fmean(self.values),
             "min": min(self.values),
             "max": max(self.values),
             "runs": self.values,
@@ -130,18 +134,22 @@ def detokenize(llm: Any, tokens: list[int]) -> str:
 
 
 def run_engine_turn(engine: Any, events: queue.Queue, text: str, gen_tokens: int) -> dict[str, Any]:
-    """One user turn from a clean conversation; returns wall timings and the engine's stats event."""
+    """One user turn from a clean conversation; returns wall timings, the arrival time and length of each
+    audio event, and the engine's stats event."""
     engine.reset()
     start = time.perf_counter()
     prompt_tokens = engine.prefill_text(text)
-    prefill_done = time.perf_counter()
+    prefill_done = generate_at = time.perf_counter()
     engine.generate(gen_tokens)
     first_text: float | None = None
+    audio: list[tuple[float, int]] = []
     stats: dict[str, Any] = {}
     while True:
         stamp, event = events.get(timeout=EVENT_TIMEOUT_S)
         if event["type"] == "text" and first_text is None:
             first_text = stamp
+        elif event["type"] == "audio":
+            audio.append((stamp, len(event["pcm"])))
         elif event["type"] == "stats":
             stats = event
         elif event["type"] == "error":
@@ -152,6 +160,8 @@ def run_engine_turn(engine: Any, events: queue.Queue, text: str, gen_tokens: int
         "prompt_tokens": prompt_tokens,
         "prefill_text_ms": (prefill_done - start) * 1e3,
         "first_text_ms": None if first_text is None else (first_text - start) * 1e3,
+        "generate_at": generate_at,
+        "audio": audio,
         "stats": stats,
     }
 
@@ -188,12 +198,29 @@ def bench_engine(args: argparse.Namespace, model_dir: Path, text: str, metrics: 
 
 # Speech codes per 10-token text chunk in the speaking turns: about what real speech needs (2 s of audio).
 ENGINE_CODES_PER_CHUNK = 50
+PCM_RATE = 24000  # Token2Wav output, samples per second
+
+
+def speech_turn_figures(generate_at: float, audio: list[tuple[float, int]]) -> dict[str, float] | None:
+    """A speaking turn's audio as the caller sees it, from the generate() call (perf_counter seconds) and
+    the turn's audio events as (arrival time, samples): time to the first audio event, seconds of audio,
+    and RTF = (last audio event - generate()) / seconds of audio. None for a turn without audio."""
+    samples = sum(n for _, n in audio)
+    if samples == 0:
+        return None
+    seconds = samples / PCM_RATE
+    return {
+        "first_audio_ms": (audio[0][0] - generate_at) * 1e3,
+        "audio_s": seconds,
+        "rtf": (audio[-1][0] - generate_at) / seconds,
+    }
 
 
 def bench_speaking_turns(
     args: argparse.Namespace, engine: Any, events: queue.Queue, text: str, metrics: Metrics
 ) -> None:
-    """Speaking turns (speak=True): the engine's time from generate() to the first 25 speech codes."""
+    """Speaking turns (speak=True) of exactly gen-tokens answer tokens (the end of the answer is ignored):
+    the engine's time to the first 25 speech codes and, with the Token2Wav stage, to the first audio."""
     import omni_engine as oe
 
     session = oe.SessionOptions(
@@ -204,10 +231,12 @@ def bench_speaking_turns(
         tts_sampling=oe.TtsSamplingParams(seed=0, max_tokens_per_chunk=ENGINE_CODES_PER_CHUNK),
     )
     session.max_new_tokens = args.gen_tokens
+    session.ignore_eos = True
     engine.start_session(session, lambda event: events.put((time.perf_counter(), event)))
     run_engine_turn(engine, events, text, WARMUP_DECODE_STEPS)
     for _ in range(args.runs):
-        stats = run_engine_turn(engine, events, text, args.gen_tokens)["stats"]
+        turn = run_engine_turn(engine, events, text, args.gen_tokens)
+        stats = turn["stats"]
         first = stats.get("first_speech_group_ms", -1)
         label = "engine stats, speaking turn: generate() -> first 25 speech codes (10 LLM tokens + TTS)"
         metrics.add("engine_first_speech_group_ms", "ms", label, first if first > 0 else None)
@@ -217,6 +246,35 @@ def bench_speaking_turns(
             "engine stats: speech codes of the speaking turn",
             stats.get("speech_tokens"),
         )
+        if engine.info["stages"].get("token2wav"):
+            record_speaking_audio(turn, metrics)
+
+
+def record_speaking_audio(turn: dict[str, Any], metrics: Metrics) -> None:
+    figures = speech_turn_figures(turn["generate_at"], turn["audio"]) or {}
+    stats = turn["stats"]
+    metrics.add(
+        "engine_first_audio_ms",
+        "ms",
+        "wall, speaking turn: generate() -> first audio event in Python",
+        figures.get("first_audio_ms"),
+    )
+    metrics.add("engine_audio_s", "s", "speaking turn: seconds of audio (24 kHz)", figures.get("audio_s"))
+    metrics.add(
+        "engine_audio_rtf",
+        "x",
+        "speaking turn: (last audio event - generate()) / seconds of audio",
+        figures.get("rtf"),
+    )
+    metrics.add(
+        "engine_token2wav_ms",
+        "ms",
+        "engine stats: Token2Wav compute time of the speaking turn",
+        stats.get("token2wav_ms"),
+    )
+    first = stats.get("first_audio_ms", -1)
+    label = "engine stats: generate() -> first audio event (in the engine)"
+    metrics.add("engine_stats_first_audio_ms", "ms", label, first if first >= 0 else None)
 
 
 def record_turn(turn: dict[str, Any], metrics: Metrics) -> None:
@@ -348,6 +406,96 @@ def bench_tts(args: argparse.Namespace, model_dir: Path, metrics: Metrics) -> No
             )
 
 
+T2W_DIR_NAMES = ("token2wav-gguf", "token2wav")
+T2W_WINDOW_TOKENS = 25  # new speech tokens per Token2Wav window (1 s of audio)
+T2W_BENCH_WINDOWS = 10  # windows per timed stream: the first one and 9 steady ones
+N_SPEECH_CODES = 6561
+
+
+def find_token2wav_dir(model_dir: Path) -> Path | None:
+    """The folder with the Token2Wav files (token2wav-gguf/, else token2wav/); None if there is none."""
+    for name in T2W_DIR_NAMES:
+        if (model_dir / name / "encoder.gguf").is_file():
+            return model_dir / name
+    return None
+
+
+@dataclass
+class Token2WavStream:
+    """One timed stream: a push of 25 tokens per window (each runs exactly one window), then the final
+    push of no tokens, which runs the last window (the 3 lookahead tokens) and flushes the audio."""
+
+    window_ms: list[float]
+    window_samples: list[int]
+    final_ms: float
+    final_samples: int
+
+    def figures(self) -> dict[str, Any]:
+        """first_window_ms: the push of the first 25 tokens -> its PCM (the stage's share of the time to
+        first audio); steady_window_ms: the other windows; ms_per_audio_s: steady compute per second of
+        audio; rtf: the whole stream's compute / its audio."""
+        steady_ms = self.window_ms[1:]
+        steady_s = sum(self.window_samples[1:]) / PCM_RATE
+        total_s = (sum(self.window_samples) + self.final_samples) / PCM_RATE
+        total_ms = sum(self.window_ms) + self.final_ms
+        return {
+            "first_window_ms": self.window_ms[0],
+            "steady_window_ms": steady_ms,
+            "ms_per_audio_s": sum(steady_ms) / steady_s if steady_s > 0 else None,
+            "rtf": total_ms / 1e3 / total_s if total_s > 0 else None,
+        }
+
+
+def run_token2wav_stream(t2w: Any, tokens: list[int]) -> Token2WavStream:
+    t2w.reset()
+    window_ms, window_samples = [], []
+    for at in range(0, len(tokens), T2W_WINDOW_TOKENS):
+        start = time.perf_counter()
+        pcm = t2w.push(tokens[at : at + T2W_WINDOW_TOKENS], False)
+        window_ms.append((time.perf_counter() - start) * 1e3)
+        window_samples.append(len(pcm))
+    start = time.perf_counter()
+    pcm = t2w.push([], True)
+    return Token2WavStream(window_ms, window_samples, (time.perf_counter() - start) * 1e3, len(pcm))
+
+
+def bench_token2wav(args: argparse.Namespace, model_dir: Path, metrics: Metrics) -> None:
+    """Token2Wav alone (speech tokens -> 24 kHz PCM) on CPU threads and, with --n-gpu-layers != 0 on a
+    build with a GPU, on the GPU too."""
+    import omni_engine as oe
+
+    t2w_dir = find_token2wav_dir(model_dir)
+    if t2w_dir is None:
+        return
+    devices = [("cpu", False)]
+    if args.n_gpu_layers != 0 and oe.system_info()["has_gpu"]:
+        devices.append(("gpu", True))
+    rng = np.random.default_rng(0)
+    tokens = [int(t) for t in rng.integers(0, N_SPEECH_CODES, size=T2W_BENCH_WINDOWS * T2W_WINDOW_TOKENS)]
+    for device, use_gpu in devices:
+        start = time.perf_counter()
+        t2w = oe.Token2Wav(str(t2w_dir), use_gpu=use_gpu, n_threads=args.threads)
+        load_s = time.perf_counter() - start
+        metrics.add(f"t2w_{device}_load_s", "s", f"Token2Wav() construction ({device})", load_s)
+        run_token2wav_stream(t2w, tokens[: 2 * T2W_WINDOW_TOKENS])  # warm-up
+        for _ in range(args.runs):
+            record_token2wav(run_token2wav_stream(t2w, tokens).figures(), device, metrics)
+        del t2w
+
+
+def record_token2wav(figures: dict[str, Any], device: str, metrics: Metrics) -> None:
+    prefix = f"t2w_{device}"
+    label = f"({device}) push of the first 25 tokens -> its PCM (first window, 0.84 s of audio)"
+    metrics.add(f"{prefix}_first_window_ms", "ms", label, figures["first_window_ms"])
+    for window_ms in figures["steady_window_ms"]:
+        label = f"({device}) one steady window: 25 tokens -> 1 s of audio (mel + vocoder)"
+        metrics.add(f"{prefix}_window_ms", "ms", label, window_ms)
+    label = f"({device}) steady windows: compute per second of audio"
+    metrics.add(f"{prefix}_ms_per_audio_s", "ms", label, figures["ms_per_audio_s"])
+    label = f"({device}) whole stream ({T2W_BENCH_WINDOWS * T2W_WINDOW_TOKENS} tokens): compute / audio"
+    metrics.add(f"{prefix}_rtf", "x", label, figures["rtf"])
+
+
 def prefill_and_decode(llm: Any, prompt: list[int], steps: int) -> tuple[float, float]:
     llm.clear()
     start = time.perf_counter()
@@ -380,12 +528,12 @@ def machine_info() -> dict[str, Any]:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    rows = [("metric", "unit", "median", "min", "max", "runs")]
+    rows = [("metric", "unit", "median", "mean", "min", "max", "runs")]
     for name, summary in results["metrics"].items():
         if not summary["runs"]:
-            rows.append((name, summary["unit"], "-", "-", "-", "0"))
+            rows.append((name, summary["unit"], "-", "-", "-", "-", "0"))
             continue
-        cells = (f"{summary[key]:.2f}" for key in ("median", "min", "max"))
+        cells = (f"{summary[key]:.2f}" for key in ("median", "mean", "min", "max"))
         rows.append((name, summary["unit"], *cells, str(len(summary["runs"]))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
@@ -420,6 +568,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     info = bench_engine(args, model_dir, text, metrics)
     bench_audio(args, model_dir, metrics)
     bench_tts(args, model_dir, metrics)
+    bench_token2wav(args, model_dir, metrics)
     metrics.add("peak_rss_mb", "MB", "peak resident memory of this process", peak_rss_mb())
     if Path(info["llm_path"]).resolve() != llm_path.resolve():
         print(

@@ -1,10 +1,12 @@
-"""Full-size random-weight model files for benchmarks (the LLM, the audio encoder and the TTS so far).
+"""Full-size random-weight model files for benchmarks (the LLM, the audio encoder, the TTS, Token2Wav).
 
 Speed does not depend on weight values, so the quantized blocks are a short random pattern repeated over each
 tensor (valid, small scales; no NaN or inf). Writing is bound by the disk: a Q4_K_M file of the real shape is
 about 5 GB. The tokenizer is the tiny-model one (real vocabulary size, special tokens at their real ids).
 The audio encoder (about 0.6 GB of F16) and the TTS (about 1.1 GB: F16 backbone, F32 heads) plus its projector
-(15 MB of F32) are written by the tiny-model writers with the real dimensions.
+(15 MB of F32) are written by the tiny-model writers with the real dimensions, and so are the five Token2Wav
+files of token2wav-gguf/ (about 0.77 GB of F32: encoder, DiT, flow extras, HiFT vocoder, a 48-frame prompt
+cache; writing them takes about 5 s on 2 cores).
 
     python -m omni_app.bench_models DIR [--quant Q4_K_M|Q8_0] [--n-layer 36]
 """
@@ -23,6 +25,7 @@ import numpy as np
 
 from omni_app.tiny_models.audio import FULL_AUDIO_DIMS, write_audio
 from omni_app.tiny_models.llm import LlmDims, add_model_metadata, add_tokenizer_metadata
+from omni_app.tiny_models.token2wav import FULL_TOKEN2WAV_DIMS, write_token2wav
 from omni_app.tiny_models.tts import FULL_TTS_DIMS, PROJECTOR_FILE, TTS_FILE, write_tts, write_tts_projector
 
 QuantType = gguf.GGMLQuantizationType
@@ -192,7 +195,8 @@ def write_full_size_model_dir(directory: Path, quant: str = "Q4_K_M", n_layer: i
     audio_path = write_audio(Path(directory) / AUDIO_FILE, seed=0, dims=FULL_AUDIO_DIMS, tiny_demo=False)
     tts_path = write_tts(Path(directory) / TTS_FILE, seed=0, dims=FULL_TTS_DIMS, tiny_demo=False)
     projector_path = write_tts_projector(Path(directory) / PROJECTOR_FILE, seed=0, dims=FULL_TTS_DIMS)
-    return [llm_path, audio_path, tts_path, projector_path]
+    token2wav_paths = write_token2wav(Path(directory), seed=0, dims=FULL_TOKEN2WAV_DIMS, tiny_demo=False)
+    return [llm_path, audio_path, tts_path, projector_path, *token2wav_paths]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -323,6 +323,18 @@ class TurnStats(BaseModel):
             "Token2Wav needs for its first window); -1: the answer had no full group."
         ),
     )
+    # Token2Wav figures (issue 5); None only for an engine that does not report them.
+    audio_samples: int | None = Field(
+        None,
+        description=(
+            "PCM samples (24 kHz) of the answer's audio events: 960 * (3 + speech_tokens) for a whole answer "
+            "(3 silence tokens lead every stream); 0 without the Token2Wav stage."
+        ),
+    )
+    token2wav_ms: float | None = Field(None, description="Time the Token2Wav stage spent on this answer.")
+    first_audio_ms: float | None = Field(
+        None, description="From the generate call to the first audio event; -1: the answer had no audio."
+    )
 
 
 class StatsEvent(BaseModel):

@@ -339,42 +339,54 @@ def random_tensors(
     return {name: _draw(rng, shape, kind, n_token_layers) for name, (shape, kind) in table.items()}
 
 
-def _open_writer(path: Path) -> gguf.GGUFWriter:
-    """A writer for a file without `general.architecture` (gguf-py always adds it), with the demo marker."""
+def _open_writer(path: Path, tiny_demo: bool = True) -> gguf.GGUFWriter:
+    """A writer for a file without `general.architecture` (gguf-py always adds it), with the demo marker
+    unless `tiny_demo` is false (full-size bench files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(path, "")
     writer.kv_data[0].pop(gguf.Keys.General.ARCHITECTURE, None)
-    writer.add_bool(TINY_DEMO_KEY, True)
+    if tiny_demo:
+        writer.add_bool(TINY_DEMO_KEY, True)
     return writer
 
 
-def _write_weights(path: Path, table: ShapeTable, seed: int, file_key: str) -> Path:
+def _write_weights(path: Path, table: ShapeTable, seed: int, file_key: str, tiny_demo: bool = True) -> Path:
     path = Path(path)
-    writer = _open_writer(path)
+    writer = _open_writer(path, tiny_demo)
     write_tensors_and_close(writer, random_tensors(table, seed, file_key))
     return path
 
 
-def write_encoder(path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS) -> Path:
-    return _write_weights(path, encoder_shapes(dims.encoder), seed, "encoder")
+def write_encoder(
+    path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS, tiny_demo: bool = True
+) -> Path:
+    return _write_weights(path, encoder_shapes(dims.encoder), seed, "encoder", tiny_demo)
 
 
-def write_flow_matching(path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS) -> Path:
-    return _write_weights(path, flow_matching_shapes(dims.dit), seed, "flow_matching")
+def write_flow_matching(
+    path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS, tiny_demo: bool = True
+) -> Path:
+    return _write_weights(path, flow_matching_shapes(dims.dit), seed, "flow_matching", tiny_demo)
 
 
-def write_flow_extra(path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS) -> Path:
-    return _write_weights(path, flow_extra_shapes(dims.encoder), seed, "flow_extra")
+def write_flow_extra(
+    path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS, tiny_demo: bool = True
+) -> Path:
+    return _write_weights(path, flow_extra_shapes(dims.encoder), seed, "flow_extra", tiny_demo)
 
 
-def write_hifigan(path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS) -> Path:
-    return _write_weights(path, hifigan_shapes(dims.hift), seed, "hifigan")
+def write_hifigan(
+    path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS, tiny_demo: bool = True
+) -> Path:
+    return _write_weights(path, hifigan_shapes(dims.hift), seed, "hifigan", tiny_demo)
 
 
-def write_prompt_cache(path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS) -> Path:
+def write_prompt_cache(
+    path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS, tiny_demo: bool = True
+) -> Path:
     """The keys of model-files.md §8.6 with their exact types, then the five cache tensors."""
     path = Path(path)
-    writer = _open_writer(path)
+    writer = _open_writer(path, tiny_demo)
     k, enc = PROMPT_CACHE_KEY_PREFIX, dims.encoder
     writer.add_int32(f"{k}version", PROMPT_CACHE_VERSION)
     writer.add_int32(f"{k}n_timesteps", dims.prompt.n_timesteps)
@@ -388,9 +400,11 @@ def write_prompt_cache(path: Path, seed: int = 0, dims: Token2WavDims = TINY_TOK
     return path
 
 
-def write_token2wav(out_dir: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS) -> list[Path]:
+def write_token2wav(
+    out_dir: Path, seed: int = 0, dims: Token2WavDims = TINY_TOKEN2WAV_DIMS, tiny_demo: bool = True
+) -> list[Path]:
     """Write the five files under `out_dir/token2wav-gguf/`; returns their paths (same arguments -> same
-    bytes)."""
+    bytes). `tiny_demo=False` leaves out the demo marker (full-size bench files)."""
     out_dir = Path(out_dir)
     writers = (
         (ENCODER_FILE, write_encoder),
@@ -399,4 +413,4 @@ def write_token2wav(out_dir: Path, seed: int = 0, dims: Token2WavDims = TINY_TOK
         (HIFIGAN_FILE, write_hifigan),
         (PROMPT_CACHE_FILE, write_prompt_cache),
     )
-    return [write(out_dir / relpath, seed, dims) for relpath, write in writers]
+    return [write(out_dir / relpath, seed, dims, tiny_demo) for relpath, write in writers]
