@@ -1,5 +1,6 @@
 """Token2Wav on CUDA (issue 5): both parts run on the GPU backend, and the GPU's vocoder and whole stream stay
-close to the CPU's. The parity against PyTorch on the GPU comes from tests/parity with OMNI_TEST_N_GPU_LAYERS=-1."""
+close to the CPU's. The parity against PyTorch on the GPU comes from tests/parity with
+OMNI_TEST_N_GPU_LAYERS=-1."""
 
 from __future__ import annotations
 
@@ -42,4 +43,4 @@ def test_gpu_stream_matches_the_cpu_stream(tiny_model_dir: Path) -> None:
     cpu = oe.Token2Wav(folder, use_gpu=False, vocoder_noise=False).push(tokens, True)
     gpu = oe.Token2Wav(folder, use_gpu=True, vocoder_noise=False).push(tokens, True)
     assert cpu.shape == gpu.shape == (960 * (3 + len(tokens)),)
-    assert snr_db(cpu, gpu) >= MIN_SNR_DB - 10.0  # the mel's TF32 error passes through the vocoder too
+    assert snr_db(cpu, gpu) >= MIN_SNR_DB  # 69 dB measured on an H100 for a 120-token stream

@@ -270,7 +270,8 @@ def test_stepaudio_trimming_agrees_on_windows_1_to_3_only(
     assert sa_cache.shape == our_cache.shape and rel_error(sa_cache, our_cache) > 0.1
     engine_vs_ours = rel_error(short_last.engine[3].mel, ours[3].mel)
     engine_vs_sa = rel_error(short_last.engine[3].mel, sa[3].mel)
-    assert engine_vs_sa > 10 * engine_vs_ours, (engine_vs_sa, engine_vs_ours)
+    # 10x apart on the CPU; on a GPU the engine's own TF32 error is 2e-4 against SA's 1.2e-3 (measured).
+    assert engine_vs_sa > (3 if USE_GPU else 10) * engine_vs_ours, (engine_vs_sa, engine_vs_ours)
 
 
 # --- noise -------------------------------------------------------------------------------------------------
