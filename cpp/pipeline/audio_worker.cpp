@@ -13,9 +13,7 @@ std::vector<int16_t> to_pcm16(const std::vector<float> & pcm) {
 }
 
 AudioWorker::AudioWorker(Token2Wav & token2wav, Emit emit, Stopped stopped, double (*clock_ms)())
-    : token2wav_(token2wav), emit_(std::move(emit)), stopped_(std::move(stopped)), clock_ms_(clock_ms) {
-    thread_ = std::thread([this] { run(); });
-}
+    : token2wav_(token2wav), emit_(std::move(emit)), stopped_(std::move(stopped)), clock_ms_(clock_ms) {}
 
 AudioWorker::~AudioWorker() {
     close();
@@ -23,15 +21,10 @@ AudioWorker::~AudioWorker() {
 
 void AudioWorker::close() {
     groups_.close();
-    if (thread_.joinable()) thread_.join();
 }
 
 bool AudioWorker::push(SpeechGroup group) {
     return groups_.push(std::move(group));
-}
-
-void AudioWorker::run() {
-    while (auto group = groups_.pop()) process(*group);
 }
 
 void AudioWorker::process(SpeechGroup & group) {

@@ -5,7 +5,6 @@
 
 #include <functional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "pipeline/events.h"
@@ -38,7 +37,6 @@ private:
         bool failed = false;
     };
 
-    void run();
     void process(SpeechGroup & group);
     void synthesize(SpeechGroup & group);
     void emit_pcm(const std::vector<float> & pcm, int n_input_tokens, double t_generate);
@@ -49,8 +47,8 @@ private:
     Stopped stopped_;
     double (*clock_ms_)();
     Turn turn_;
-    BlockingQueue<SpeechGroup> groups_{4096};
-    std::thread thread_;
+    QueueThread<SpeechGroup> groups_{4096,
+                                     [this](SpeechGroup & item) { process(item); }};  // last: its thread uses the above
 };
 
 // float PCM -> int16: clip to [-1, 1], scale by 32767, truncate (pipeline.md §8.3).

@@ -5,8 +5,10 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 namespace omni {
 
@@ -64,6 +66,33 @@ private:
     std::condition_variable not_full_;
     std::deque<T> items_;
     bool closed_ = false;
+};
+
+// A thread that handles the items of its own queue one at a time until close(). Declare it as its owner's last
+// member: its thread starts in the constructor and may use everything declared before it.
+template <typename T>
+class QueueThread {
+public:
+    QueueThread(size_t capacity, std::function<void(T &)> handle)
+        : items_(capacity), handle_(std::move(handle)), thread_([this] {
+              while (auto item = items_.pop()) handle_(*item);
+          }) {}
+    ~QueueThread() { close(); }
+    QueueThread(const QueueThread &) = delete;
+    QueueThread & operator=(const QueueThread &) = delete;
+
+    // Blocks while the queue is full; false once closed.
+    bool push(T item) { return items_.push(std::move(item)); }
+    // Lets the thread finish what is queued, then joins it.
+    void close() {
+        items_.close();
+        if (thread_.joinable()) thread_.join();
+    }
+
+private:
+    BlockingQueue<T> items_;
+    std::function<void(T &)> handle_;
+    std::thread thread_;
 };
 
 }  // namespace omni

@@ -30,9 +30,7 @@ SpeechJob SpeechChunkBuilder::take(bool last) {
 }
 
 SpeechWorker::SpeechWorker(Tts & tts, Emit emit, Stopped stopped, double (*clock_ms)())
-    : tts_(tts), emit_(std::move(emit)), stopped_(std::move(stopped)), clock_ms_(clock_ms) {
-    thread_ = std::thread([this] { run(); });
-}
+    : tts_(tts), emit_(std::move(emit)), stopped_(std::move(stopped)), clock_ms_(clock_ms) {}
 
 SpeechWorker::~SpeechWorker() {
     close();
@@ -40,15 +38,10 @@ SpeechWorker::~SpeechWorker() {
 
 void SpeechWorker::close() {
     jobs_.close();
-    if (thread_.joinable()) thread_.join();
 }
 
 bool SpeechWorker::push(SpeechJob job) {
     return jobs_.push(std::move(job));
-}
-
-void SpeechWorker::run() {
-    while (auto job = jobs_.pop()) process(*job);
 }
 
 void SpeechWorker::process(SpeechJob & job) {

@@ -6,7 +6,6 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "pipeline/events.h"
@@ -84,7 +83,6 @@ private:
         bool failed = false;
     };
 
-    void run();
     void process(SpeechJob & job);
     void speak(SpeechJob & job);
     void finish_turn(SpeechJob & job);
@@ -96,8 +94,7 @@ private:
     double (*clock_ms_)();
     SpeechSink sink_;
     Turn turn_;
-    BlockingQueue<SpeechJob> jobs_{1};
-    std::thread thread_;
+    QueueThread<SpeechJob> jobs_{1, [this](SpeechJob & item) { process(item); }};  // last: its thread uses the above
 };
 
 }  // namespace omni
