@@ -425,7 +425,8 @@ ggml_cgraph * Token2Mel::build_window(ggml_context * ctx, WindowGraph & g, int n
         ggml_new_graph_custom(ctx, 1024 + n_layers * 96 + static_cast<size_t>(n_timesteps_) * n_blocks * 128, false);
     g.n_out = last ? n_tokens : n_tokens - lookahead();
     const int frames = 2 * g.n_out;
-    // The trims (token2wav.md §5.3): conformer as MU 1.0.7; estimator keeps the prompt and the newest frames.
+    // The trims (token2wav.md §5.3): conformer as MU 1.0.7; estimator keeps the prompt and the newest frames, not
+    // SA/MU's [first P ; last 100] of a newest-first cache, which from window 4 on keeps an older slice instead.
     const int conf_prompt = prompt_.conformer_frames;
     const bool trim_conformer = !last && 2 * (token_len_ + g.n_out) > conf_prompt + kKeptFrames;
     g.token_cache = plan_update(token_len_, g.n_out, trim_conformer, conf_prompt / 2, kKeptTokens);
