@@ -1,12 +1,14 @@
-"""Full-size random-weight model files for benchmarks (the LLM, the audio encoder, the TTS, Token2Wav).
+"""Full-size random-weight model files for benchmarks (the LLM, the vision and audio encoders, the TTS,
+Token2Wav).
 
 Speed does not depend on weight values, so the quantized blocks are a short random pattern repeated over each
 tensor (valid, small scales; no NaN or inf). Writing is bound by the disk: a Q4_K_M file of the real shape is
 about 5 GB. The tokenizer is the tiny-model one (real vocabulary size, special tokens at their real ids).
-The audio encoder (about 0.6 GB of F16) and the TTS (about 1.1 GB: F16 backbone, F32 heads) plus its projector
-(15 MB of F32) are written by the tiny-model writers with the real dimensions, and so are the five Token2Wav
-files of token2wav-gguf/ (about 0.77 GB of F32: encoder, DiT, flow extras, HiFT vocoder, a 48-frame prompt
-cache; writing them takes about 5 s on 2 cores).
+The vision encoder (about 1.0 GB: F16 matrices, 27 ViT layers), the audio encoder (about 0.6 GB of F16) and
+the TTS (about 1.1 GB: F16 backbone, F32 heads) plus its projector (15 MB of F32) are written by the
+tiny-model writers with the real dimensions, and so are the five Token2Wav files of token2wav-gguf/ (about
+0.77 GB of F32: encoder, DiT, flow extras, HiFT vocoder, a 48-frame prompt cache; writing them takes about 5 s
+on 2 cores).
 
     python -m omni_app.bench_models DIR [--quant Q4_K_M|Q8_0] [--n-layer 36]
 """
@@ -27,6 +29,7 @@ from omni_app.tiny_models.audio import FULL_AUDIO_DIMS, write_audio
 from omni_app.tiny_models.llm import LlmDims, add_model_metadata, add_tokenizer_metadata
 from omni_app.tiny_models.token2wav import FULL_TOKEN2WAV_DIMS, write_token2wav
 from omni_app.tiny_models.tts import FULL_TTS_DIMS, PROJECTOR_FILE, TTS_FILE, write_tts, write_tts_projector
+from omni_app.tiny_models.vision import FULL_VISION_DIMS, VISION_FILE, write_vision
 
 QuantType = gguf.GGMLQuantizationType
 QUANT_CHOICES = ("Q4_K_M", "Q8_0")
@@ -192,11 +195,12 @@ def write_full_size_model_dir(directory: Path, quant: str = "Q4_K_M", n_layer: i
     files written, the LLM first."""
     llm_path = Path(directory) / llm_file_name(quant)
     write_full_size_llm(llm_path, replace(FULL_SIZE_DIMS, n_layer=n_layer), quant)
+    vision_path = write_vision(Path(directory) / VISION_FILE, seed=0, dims=FULL_VISION_DIMS, tiny_demo=False)
     audio_path = write_audio(Path(directory) / AUDIO_FILE, seed=0, dims=FULL_AUDIO_DIMS, tiny_demo=False)
     tts_path = write_tts(Path(directory) / TTS_FILE, seed=0, dims=FULL_TTS_DIMS, tiny_demo=False)
     projector_path = write_tts_projector(Path(directory) / PROJECTOR_FILE, seed=0, dims=FULL_TTS_DIMS)
     token2wav_paths = write_token2wav(Path(directory), seed=0, dims=FULL_TOKEN2WAV_DIMS, tiny_demo=False)
-    return [llm_path, audio_path, tts_path, projector_path, *token2wav_paths]
+    return [llm_path, vision_path, audio_path, tts_path, projector_path, *token2wav_paths]
 
 
 def main(argv: list[str] | None = None) -> int:

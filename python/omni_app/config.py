@@ -35,6 +35,7 @@ from omni_app.tiny_models.token2wav import (
     hifigan_shapes,
     prompt_cache_shapes,
 )
+from omni_app.tiny_models.vision import RESAMPLER_HEAD_SIZE, VisionDims, vision_shapes
 
 ENV_MODEL_DIR = "OMNI_MODEL_DIR"
 LLM_PREFIX = "MiniCPM-o-4_5-"
@@ -348,6 +349,127 @@ def _check_audio_layout(header: GgufHeader, label: str) -> str | None:
     return None
 
 
+_BOOL = GGUFValueType.BOOL
+
+# Keys both reference loaders require (model-files.md §4.2); checked for presence and exact type.
+VISION_REQUIRED_KEYS: dict[str, GGUFValueType] = {
+    "clip.has_vision_encoder": _BOOL,
+    "clip.projector_type": _STR,
+    "clip.vision.image_size": _U32,
+    "clip.vision.patch_size": _U32,
+    "clip.vision.embedding_length": _U32,
+    "clip.vision.feed_forward_length": _U32,
+    "clip.vision.projection_dim": _U32,
+    "clip.vision.attention.head_count": _U32,
+    "clip.vision.attention.layer_norm_epsilon": _F32,
+    "clip.vision.block_count": _U32,
+    "clip.vision.image_mean": _ARR,
+    "clip.vision.image_std": _ARR,
+}
+# Optional keys of §4.2: when present they must have these types (ggml's typed getters assert them).
+VISION_OPTIONAL_KEYS: dict[str, GGUFValueType] = {
+    "clip.has_text_encoder": _BOOL,
+    "clip.has_minicpmv_projector": _BOOL,
+    "general.file_type": _U32,
+    "general.description": _STR,
+    "clip.minicpmv_version": _I32,
+    "clip.minicpmv_query_num": _U32,
+    "clip.use_gelu": _BOOL,
+}
+VISION_DEFAULT_QUERIES = 64  # `clip.minicpmv_query_num` absent or 0 (both loaders, version 100045)
+VISION_FFN_FC1 = "v.blk.{}.ffn_down"  # the release stores fc1 (width -> FFN) here: the swap quirk
+
+
+def _vision_keys_problem(header: GgufHeader) -> str | None:
+    """Values of the vision keys beyond presence and type (model-files.md §4.2, §4.5)."""
+    for key, expected in VISION_OPTIONAL_KEYS.items():
+        found = header.fields.get(key)
+        if found is not None and found.type != expected:
+            return f"key {key!r} has type {found.type.name}, expected {expected.name}"
+    value = header.value
+    if value("clip.has_vision_encoder") is not True:
+        return "key 'clip.has_vision_encoder' is false, expected true"
+    if value("clip.projector_type") != "resampler":
+        return f"key 'clip.projector_type' is {value('clip.projector_type')!r}, expected 'resampler'"
+    for key in ("clip.vision.image_mean", "clip.vision.image_std"):
+        found = header.fields[key]
+        if found.item_type != _F32 or len(found.value) < 3:
+            item_type = found.item_type.name if found.item_type is not None else "?"
+            return f"key {key!r} holds {len(found.value)} {item_type} values, expected 3 FLOAT32 values"
+    return _vision_dims_problem(header)
+
+
+def _vision_dims_problem(header: GgufHeader) -> str | None:
+    width, n_head = (
+        header.value("clip.vision.embedding_length"),
+        header.value("clip.vision.attention.head_count"),
+    )
+    if n_head == 0 or width % n_head:
+        return (
+            f"key 'clip.vision.embedding_length' ({width}) is not a multiple of key "
+            f"'clip.vision.attention.head_count' ({n_head})"
+        )
+    image_size, patch = header.value("clip.vision.image_size"), header.value("clip.vision.patch_size")
+    if patch == 0 or image_size % patch:
+        return (
+            f"key 'clip.vision.image_size' ({image_size}) is not a multiple of key "
+            f"'clip.vision.patch_size' ({patch})"
+        )
+    n_layer = header.value("clip.vision.block_count")
+    if not 0 < n_layer <= len(header.tensors):  # the upper bound only guards against absurd values
+        return f"key 'clip.vision.block_count' is {n_layer} (the file has {len(header.tensors)} tensors)"
+    return None
+
+
+def vision_dims(header: GgufHeader) -> VisionDims:
+    """The dims a vision file declares: ViT from its keys, resampler width from `resampler.query`."""
+    value = header.value
+    info = header.tensors.get("resampler.query")
+    return VisionDims(
+        width=value("clip.vision.embedding_length"),
+        n_head=value("clip.vision.attention.head_count"),
+        n_ff=value("clip.vision.feed_forward_length"),
+        n_layer=value("clip.vision.block_count"),
+        patch=value("clip.vision.patch_size"),
+        image_size=value("clip.vision.image_size"),
+        resampler_width=info.ne[0] if info is not None and info.ne else -1,
+        n_query=value("clip.minicpmv_query_num") or VISION_DEFAULT_QUERIES,
+    )
+
+
+def _vision_tensor_ne(header: GgufHeader, dims: VisionDims) -> dict[str, tuple[int, ...]]:
+    """Expected ne of every tensor. Like both reference loaders, accept fc1 under `ffn_up` too (upstream's
+    usual naming) when layer 0 has it there: the release layout puts fc1 under `ffn_down`."""
+    expected = {name: tuple(reversed(shape)) for name, (shape, _) in vision_shapes(dims).items()}
+    fc1 = header.tensors.get(f"{VISION_FFN_FC1.format(0)}.weight")
+    if fc1 is not None and fc1.ne[:1] != (dims.width,) and dims.n_ff != dims.width:
+        for layer in range(dims.n_layer):
+            down, up = f"v.blk.{layer}.ffn_down", f"v.blk.{layer}.ffn_up"
+            for suffix in (".weight", ".bias"):
+                expected[down + suffix], expected[up + suffix] = (
+                    expected[up + suffix],
+                    expected[down + suffix],
+                )
+    return expected
+
+
+def _check_vision_layout(header: GgufHeader, label: str) -> str | None:
+    """The keys' values, then every tensor of model-files.md §4.3 with the ne the keys imply; the position
+    tables have 70x70 rows; the resampler width is a multiple of its 128-wide head; no `v.class_embd`."""
+    problem = _vision_keys_problem(header)
+    if problem is None:
+        dims = vision_dims(header)
+        problem = _first_ne_mismatch(header, _vision_tensor_ne(header, dims))
+        if problem is None and dims.resampler_width % RESAMPLER_HEAD_SIZE:
+            problem = (
+                f"tensor 'resampler.query' has width {dims.resampler_width}, not a multiple of the "
+                f"resampler head size {RESAMPLER_HEAD_SIZE}"
+            )
+        if problem is None and "v.class_embd" in header.tensors:
+            problem = "tensor 'v.class_embd' must be absent (the resampler projector has no class token)"
+    return f"{label}: {problem}" if problem is not None else None
+
+
 TTS_N_CODES = 6562  # 6561 speech codes + EOS (model-files.md §2)
 TTS_TEXT_IDS = (151687, 151692)  # audio-BOS and text-EOS: rows of emb_text the engine always reads
 
@@ -612,8 +734,9 @@ FILE_SPECS: tuple[FileSpec, ...] = (
         "vision/MiniCPM-o-4_5-vision-F16.gguf",
         "vision",
         "clip",
-        {"clip.projector_type": _STR, "clip.vision.block_count": _U32, "clip.vision.embedding_length": _U32},
-        ("v.patch_embd.weight", "resampler.query"),
+        VISION_REQUIRED_KEYS,
+        ("v.patch_embd.weight", "v.blk.0.ffn_down.weight", "resampler.query"),
+        check=_check_vision_layout,
     ),
     FileSpec(
         "audio",
@@ -941,6 +1064,18 @@ def _llm_hidden_problem(width: int, tensor: str, headers: Mapping[str, GgufHeade
     return f"tensor {tensor!r} takes {width} inputs, but the LLM hidden size is {hidden} ({llm.path.name})"
 
 
+def _vision_ties(vision: GgufHeader, headers: Mapping[str, GgufHeader]) -> str | None:
+    llm = headers.get("llm")
+    hidden = llm.value("qwen3.embedding_length") if llm is not None else None
+    width = vision.tensors["resampler.query"].ne[0]
+    if hidden is None or width == hidden:
+        return None
+    return (
+        f"the resampler width (tensor 'resampler.query' ne0) is {width}, but the LLM hidden size is {hidden} "
+        f"({llm.path.name})"
+    )
+
+
 def _tts_ties(tts: GgufHeader, headers: Mapping[str, GgufHeader]) -> str | None:
     width = tts.tensors["projector_semantic.linear1.weight"].ne[0]
     return _llm_hidden_problem(width, "projector_semantic.linear1.weight", headers)
@@ -999,6 +1134,7 @@ def _prompt_cache_ties(cache: GgufHeader, headers: Mapping[str, GgufHeader]) -> 
 
 
 _CROSS_FILE_CHECKS: dict[str, Callable[[GgufHeader, Mapping[str, GgufHeader]], str | None]] = {
+    "vision": _vision_ties,
     "tts": _tts_ties,
     "tts_projector": _tts_projector_ties,
     "token2wav_flow_extra": _flow_extra_ties,
@@ -1022,9 +1158,9 @@ def _with_cross_file_checks(checked: list[tuple[FileStatus, GgufHeader | None]])
 def validate_model_dir(path: Path) -> ModelDirReport:
     """Check every file of the official layout under `path`; a stage is available when all its files are
     present and valid (tts needs the TTS and projector files, token2wav all five token2wav-gguf files).
-    Widths shared between files are cross-checked (TTS projector input = LLM hidden size, projector output
-    = TTS hidden size; Token2Wav embedding and projection widths = encoder widths, prompt-cache extents =
-    encoder and DiT widths)."""
+    Widths shared between files are cross-checked (vision resampler width = LLM hidden size, TTS projector
+    input = LLM hidden size, projector output = TTS hidden size; Token2Wav embedding and projection widths =
+    encoder widths, prompt-cache extents = encoder and DiT widths)."""
     root = Path(path)
     if not root.is_dir():
         problem = (

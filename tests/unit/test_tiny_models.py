@@ -140,6 +140,7 @@ def test_directory_has_official_names_and_marker(tiny_model_dir: Path) -> None:
         "token2wav-gguf/prompt_cache.gguf",
         "tts/MiniCPM-o-4_5-projector-F16.gguf",
         "tts/MiniCPM-o-4_5-tts-F16.gguf",
+        "vision/MiniCPM-o-4_5-vision-F16.gguf",
     ]
     assert "RANDOM-WEIGHT" in (tiny_model_dir / "TINY_DEMO_README.txt").read_text(encoding="utf-8")
 
@@ -152,6 +153,7 @@ def test_summary_lists_written_files_with_sizes(tmp_path: Path) -> None:
     )
     assert list(summary["files"]) == [
         "MiniCPM-o-4_5-F16.gguf",
+        "vision/MiniCPM-o-4_5-vision-F16.gguf",
         "audio/MiniCPM-o-4_5-audio-F16.gguf",
         "tts/MiniCPM-o-4_5-tts-F16.gguf",
         "tts/MiniCPM-o-4_5-projector-F16.gguf",

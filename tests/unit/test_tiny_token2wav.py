@@ -380,7 +380,7 @@ def test_check_models_accepts_the_tiny_directory(tiny_model_dir: Path, capsys) -
     out = capsys.readouterr().out
     for name in FILES:
         assert f"[ok     ] {name}" in out
-    assert "Stages available: llm, audio, tts, token2wav\n" in out
+    assert "Stages available: llm, vision, audio, tts, token2wav\n" in out
 
 
 # Other dims than the tiny ones (DiT heads x head_dim != hidden, more up blocks, NT 5): the checks read the

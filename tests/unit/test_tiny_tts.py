@@ -310,7 +310,7 @@ def test_check_models_accepts_the_tiny_directory(tiny_model_dir: Path, capsys) -
     assert cli.main(["check-models", str(tiny_model_dir)]) == 0
     out = capsys.readouterr().out
     assert f"[ok     ] {TTS}" in out and f"[ok     ] {PROJECTOR}" in out
-    assert "Stages available: llm, audio, tts, token2wav\n" in out
+    assert "Stages available: llm, vision, audio, tts, token2wav\n" in out
 
 
 # A small layout (E = 8) keeps the variant files at a few MB; the LLM is the tiny one (hidden 128).

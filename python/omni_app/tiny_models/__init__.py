@@ -1,7 +1,7 @@
 """Writers of tiny random-weight model directories in the official MiniCPM-o 4.5 GGUF layout.
 
-One module per file kind; written so far: the LLM, the audio encoder, the TTS and its projector, and the five
-Token2Wav files of `token2wav-gguf/` (vision follows).
+One module per file kind: the LLM, the vision encoder, the audio encoder, the TTS and its projector, and the
+five Token2Wav files of `token2wav-gguf/`.
 Every file carries the metadata marker `omni_app.tiny_demo = true` (except the TTS projector, whose only key
 is `general.architecture`, as in the release) and the directory gets a `TINY_DEMO_README.txt`, so that the app
 can tell a demo directory from a real download.
@@ -15,6 +15,7 @@ from omni_app.tiny_models.audio import AUDIO_FILE, write_audio
 from omni_app.tiny_models.llm import TINY_DEMO_KEY, llm_file_name, write_llm
 from omni_app.tiny_models.token2wav import write_token2wav
 from omni_app.tiny_models.tts import PROJECTOR_FILE, TTS_FILE, write_tts, write_tts_projector
+from omni_app.tiny_models.vision import VISION_FILE, write_vision
 
 __all__ = ["TINY_DEMO_KEY", "TINY_DEMO_README", "write_tiny_model_dir"]
 
@@ -38,15 +39,16 @@ def write_tiny_model_dir(out_dir: Path, seed: int = 0, dtype: str = "f16") -> di
     """Write a tiny model directory into `out_dir` (created if needed; existing files are overwritten).
 
     `dtype` "f16" follows the release policy (F16 matrices, F32 norms); "f32" writes every matrix in F32
-    (exact parity runs; the audio and TTS files keep their official names, which say F16). The TTS projector
-    file is F32 in both, as in the release; the five Token2Wav files (`token2wav-gguf/`) are F32 whatever
-    `dtype` says, as in the release.
+    (exact parity runs; the vision, audio and TTS files keep their official names, which say F16). The TTS
+    projector file is F32 in both, as in the release; the five Token2Wav files (`token2wav-gguf/`) are F32
+    whatever `dtype` says, as in the release.
     Returns {"dir", "seed", "dtype", "files": {relative path: bytes}, "total_bytes"}.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
         write_llm(out_dir / llm_file_name(dtype), seed=seed, dtype=dtype),
+        write_vision(out_dir / VISION_FILE, seed=seed, dtype=dtype),
         write_audio(out_dir / AUDIO_FILE, seed=seed, dtype=dtype),
         write_tts(out_dir / TTS_FILE, seed=seed, dtype=dtype),
         write_tts_projector(out_dir / PROJECTOR_FILE, seed=seed),
