@@ -5,7 +5,6 @@ tensor at fault)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ import librosa
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFValueType
+from gguf_files import sha256_of as _sha256
+from gguf_files import tensor_values as _tensor
 
 from omni_app.config import GgufHeader, read_gguf_header, validate_model_dir
 from omni_app.tiny_models import write_tiny_model_dir
@@ -83,17 +84,6 @@ def audio_path(tiny_model_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def header(audio_path: Path) -> GgufHeader:
     return read_gguf_header(audio_path)
-
-
-def _tensor(header: GgufHeader, name: str) -> np.ndarray:
-    info = header.tensors[name]
-    dtype = np.float16 if info.ggml_type == F16 else np.float32
-    shape = tuple(reversed(info.ne))
-    return np.array(np.memmap(header.path, dtype=dtype, mode="r", offset=info.offset, shape=shape))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---- keys -----------------------------------------------------------------------------------------

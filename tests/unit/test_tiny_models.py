@@ -3,13 +3,14 @@ tiny dims of §9.2), every special token at its real id (pipeline.md §2, model-
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFValueType
+from gguf_files import sha256_of as _sha256
+from gguf_files import tensor_values as _tensor
 
 from omni_app.config import GgufHeader, read_gguf_header
 from omni_app.tiny_models import write_tiny_model_dir
@@ -115,16 +116,6 @@ for _layer in range(2):
 @pytest.fixture(scope="module")
 def header(tiny_llm_path: Path) -> GgufHeader:
     return read_gguf_header(tiny_llm_path)
-
-
-def _tensor(header: GgufHeader, name: str) -> np.ndarray:
-    info = header.tensors[name]
-    dtype = np.float16 if info.ggml_type == F16 else np.float32
-    return np.memmap(header.path, dtype=dtype, mode="r", offset=info.offset, shape=tuple(reversed(info.ne)))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_directory_has_official_names_and_marker(tiny_model_dir: Path) -> None:

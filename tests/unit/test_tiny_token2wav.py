@@ -6,7 +6,6 @@ adaLN/final layers, positive Snake α, a voiced F0), determinism; and their vali
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFValueType
+from gguf_files import sha256_of as _sha256
+from gguf_files import tensor_values as _tensor
 
 from omni_app import __main__ as cli
 from omni_app.config import GgufHeader, read_gguf_header, validate_model_dir
@@ -211,18 +212,6 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def headers(tiny_model_dir: Path) -> dict[str, GgufHeader]:
     return {name: read_gguf_header(tiny_model_dir / name) for name in FILES}
-
-
-def _tensor(header: GgufHeader, name: str) -> np.ndarray:
-    info = header.tensors[name]
-    assert info.ggml_type == F32
-    return np.array(
-        np.memmap(header.path, dtype=np.float32, mode="r", offset=info.offset, shape=info.ne[::-1])
-    )
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---- layout -----------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ in omni_app.config (messages name the file and the key, tensor or cross-file wid
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,8 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFValueType
+from gguf_files import sha256_of as _sha256
+from gguf_files import tensor_values as _tensor
 
 from omni_app import __main__ as cli
 from omni_app.config import GgufHeader, read_gguf_header, validate_model_dir
@@ -105,17 +106,6 @@ def header(tts_path: Path) -> GgufHeader:
 @pytest.fixture(scope="module")
 def hf_weights() -> dict[str, np.ndarray]:
     return random_weights(seed=0)
-
-
-def _tensor(header: GgufHeader, name: str) -> np.ndarray:
-    info = header.tensors[name]
-    dtype = np.float16 if info.ggml_type == F16 else np.float32
-    shape = tuple(reversed(info.ne))
-    return np.array(np.memmap(header.path, dtype=dtype, mode="r", offset=info.offset, shape=shape))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def unpermute_rope_rows(weight: np.ndarray, n_head: int) -> np.ndarray:

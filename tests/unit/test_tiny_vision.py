@@ -5,7 +5,6 @@ name the file and the key or tensor at fault; the resampler width must equal the
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,6 +15,8 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFValueType
+from gguf_files import sha256_of as _sha256
+from gguf_files import tensor_values as _tensor
 
 from omni_app import __main__ as cli
 from omni_app.config import FILE_SPECS, GgufHeader, check_gguf_file, read_gguf_header, validate_model_dir
@@ -98,17 +99,6 @@ def vision_path(tiny_model_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def header(vision_path: Path) -> GgufHeader:
     return read_gguf_header(vision_path)
-
-
-def _tensor(header: GgufHeader, name: str) -> np.ndarray:
-    info = header.tensors[name]
-    dtype = np.float16 if info.ggml_type == F16 else np.float32
-    shape = tuple(reversed(info.ne))
-    return np.array(np.memmap(header.path, dtype=dtype, mode="r", offset=info.offset, shape=shape))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---- keys and tensors -----------------------------------------------------------------------------
