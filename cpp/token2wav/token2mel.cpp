@@ -145,7 +145,7 @@ Token2Mel::Token2Mel(const Token2MelOptions & options) {
                                     std::to_string(prompt_.n_timesteps) + " steps (use 0 for the cache's value)");
     }
     n_timesteps_ = prompt_.n_timesteps;
-    max_window_ = weights_->encoder().lookahead + 25;
+    max_window_ = weights_->encoder().lookahead + kChunkTokens;
     noise_ = normal_noise(static_cast<size_t>(n_mels()) * kNoiseFrames, options.noise_seed);
 
     std::vector<float> span(static_cast<size_t>(n_timesteps_) + 1);
@@ -161,10 +161,7 @@ Token2Mel::Token2Mel(const Token2MelOptions & options) {
         if (step < n_timesteps_) dt = span[static_cast<size_t>(step) + 1] - t;
     }
 
-    const size_t n_blocks = weights_->dit().blocks.size();
-    const size_t n_layers = weights_->encoder().token_layers.size() + weights_->encoder().mel_layers.size();
-    runner_ = std::make_unique<GraphRunner>(backend_->get(),
-                                            1024 + n_layers * 96 + static_cast<size_t>(n_timesteps_) * n_blocks * 128);
+    runner_ = std::make_unique<GraphRunner>(backend_->get(), max_graph_nodes());
     allocate_caches();
     precompute_modulation();
     compute_speaker();
@@ -185,7 +182,7 @@ Token2Mel::~Token2Mel() {
 void Token2Mel::allocate_caches() {
     const EncoderWeights & enc = weights_->encoder();
     const DitWeights & dit = weights_->dit();
-    const size_t n_layers = enc.token_layers.size() + enc.mel_layers.size();
+    const size_t n_layers = static_cast<size_t>(sizes().n_layers);
     const int slots = static_cast<int>(dit.blocks.size()) * n_timesteps_;
     enc_capacity_ = prompt_.conformer_frames + kKeptFrames + 2 * max_window_;
     est_capacity_ = prompt_.estimator_frames + kKeptFrames + 2 * max_window_;
@@ -292,6 +289,12 @@ void Token2Mel::compute_speaker() {
         projected[o] = sum + b.data[o];
     }
     ggml_backend_tensor_set(speaker_, projected.data(), 0, projected.size() * sizeof(float));
+}
+
+// A window graph: the encoder's layers, then every step's DiT blocks (about a hundred nodes each).
+size_t Token2Mel::max_graph_nodes() const {
+    const Token2MelSizes s = sizes();
+    return 1024 + static_cast<size_t>(s.n_layers) * 96 + static_cast<size_t>(n_timesteps_) * s.depth * 128;
 }
 
 Token2MelSizes Token2Mel::sizes() const {
@@ -419,10 +422,7 @@ std::vector<float> Token2Mel::feed(const std::vector<int> & tokens, bool last) {
 }
 
 ggml_cgraph * Token2Mel::build_window(ggml_context * ctx, WindowGraph & g, int n_tokens, bool last) {
-    const size_t n_blocks = weights_->dit().blocks.size();
-    const size_t n_layers = weights_->encoder().token_layers.size() + weights_->encoder().mel_layers.size();
-    ggml_cgraph * graph =
-        ggml_new_graph_custom(ctx, 1024 + n_layers * 96 + static_cast<size_t>(n_timesteps_) * n_blocks * 128, false);
+    ggml_cgraph * graph = ggml_new_graph_custom(ctx, max_graph_nodes(), false);
     g.n_out = last ? n_tokens : n_tokens - lookahead();
     const int frames = 2 * g.n_out;
     // The trims (token2wav.md §5.3): conformer as MU 1.0.7; estimator keeps the prompt and the newest frames, not

@@ -16,6 +16,7 @@
 struct ggml_context;
 struct ggml_cgraph;
 struct ggml_tensor;
+struct ggml_backend;
 struct ggml_backend_buffer;
 
 namespace omni {
@@ -54,6 +55,7 @@ struct Token2MelSizes {
 class Token2Mel {
 public:
     static constexpr int kSilenceToken = 4218;
+    static constexpr int kChunkTokens = 25;     // new tokens per streaming window (its mel: 2 frames each)
     static constexpr int kNoiseFrames = 30000;  // the reference's rand_noise length (600 s at 50 Hz)
     static constexpr int kKeptTokens = 50;      // generated tokens kept by the conformer trim
     static constexpr int kKeptFrames = 100;     // generated mel frames kept by both trims
@@ -92,6 +94,7 @@ private:
     };
 
     void check_tokens(const std::vector<int> & tokens, bool last) const;
+    size_t max_graph_nodes() const;
     void allocate_caches();
     void precompute_modulation();
     void compute_speaker();

@@ -45,7 +45,7 @@ bool Token2Wav::step(std::vector<float> & pcm) {
     const std::vector<float> mel = token2mel_->feed(tokens, false);
     const std::vector<float> out = stream_->feed(mel, static_cast<int>(mel.size()) / token2mel_->n_mels(), false);
     pcm.insert(pcm.end(), out.begin(), out.end());
-    buffer_.erase(buffer_.begin(), buffer_.begin() + kStride);
+    buffer_.erase(buffer_.begin(), buffer_.begin() + Token2Mel::kChunkTokens);
     return true;
 }
 

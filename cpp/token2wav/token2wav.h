@@ -18,7 +18,6 @@ struct Token2WavOptions {
 
 class Token2Wav {
 public:
-    static constexpr int kStride = 25;         // new tokens per window
     static constexpr int kLeadingSilence = 3;  // silence tokens before each stream (120 ms)
 
     explicit Token2Wav(const Token2WavOptions & options);
@@ -40,8 +39,10 @@ public:
     void reset();
 
 private:
-    std::unique_ptr<Backend> vocoder_backend_;
     std::unique_ptr<Token2Mel> token2mel_;
+    // The vocoder keeps a backend of its own: running it on Token2Mel's CUDA backend measured 123-129 ms per
+    // full-size H100 window, against the bench's 86 ms with two backends.
+    std::unique_ptr<Backend> vocoder_backend_;
     std::unique_ptr<HiftVocoder> vocoder_;
     std::unique_ptr<VocoderStream> stream_;
     std::vector<int> buffer_;
