@@ -9,8 +9,10 @@
 
 #include "audio/audio_encoder.h"
 #include "bindings/arrays.h"
+#include "bindings/image_bindings.h"
 #include "bindings/token2wav_bindings.h"
 #include "bindings/tts_bindings.h"
+#include "bindings/vision_bindings.h"
 #include "core/backend.h"
 #include "core/errors.h"
 #include "core/log.h"
@@ -174,7 +176,8 @@ void bind_options(py::module_ & m) {
         .def_readwrite("n_gpu_layers", &omni::EngineOptions::n_gpu_layers)
         .def_readwrite("n_threads", &omni::EngineOptions::n_threads)
         .def_readwrite("kv_type", &omni::EngineOptions::kv_type)
-        .def_readwrite("flash_attn", &omni::EngineOptions::flash_attn);
+        .def_readwrite("flash_attn", &omni::EngineOptions::flash_attn)
+        .def_readwrite("vision_layers", &omni::EngineOptions::vision_layers);
 
     py::class_<omni::SessionOptions>(m, "SessionOptions")
         .def(py::init([](std::string media_type, bool duplex, std::string language, bool speak,
@@ -217,10 +220,11 @@ void bind_engine(py::module_ & m) {
                                    d["audio_path"] = info.audio_path;
                                    d["tts_path"] = info.tts_path;
                                    d["token2wav_path"] = info.token2wav_path;
+                                   d["vision_path"] = info.vision_path;
                                    py::dict stages;
                                    stages["llm"] = true;
                                    stages["audio"] = !info.audio_path.empty();
-                                   stages["vision"] = false;
+                                   stages["vision"] = !info.vision_path.empty();
                                    stages["tts"] = !info.tts_path.empty();
                                    stages["token2wav"] = !info.token2wav_path.empty();
                                    d["stages"] = stages;
@@ -255,6 +259,16 @@ void bind_engine(py::module_ & m) {
                 return e.get().prefill_audio(data, n);
             },
             py::arg("pcm"), "append one user audio clip (16 kHz mono float32); returns the positions added")
+        .def(
+            "prefill_image",
+            [](PyEngine & e, const py::array & array, int max_slices) {
+                const omni_bindings::RgbArray rgb = omni_bindings::require_rgb(array);
+                const omni::ImageSize size = omni_bindings::rgb_size(rgb);
+                py::gil_scoped_release release;
+                return e.get().prefill_image(rgb.data(), size.width, size.height, max_slices);
+            },
+            py::arg("rgb"), py::arg("max_slices") = 0,
+            "append one image (uint8 RGB, (h, w, 3)) as overview + slices; returns the positions added")
         .def(
             "generate",
             [](PyEngine & e, int max_new_tokens, float length_penalty) {
@@ -576,4 +590,6 @@ PYBIND11_MODULE(omni_engine, m) {
     omni_bindings::bind_tts(m, internals);
     omni_bindings::bind_vocoder(m);
     omni_bindings::bind_token2mel(m);
+    omni_bindings::bind_image_preprocess(m);
+    omni_bindings::bind_vision(m);
 }

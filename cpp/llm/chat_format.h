@@ -37,5 +37,9 @@ std::string turn_close(bool speak);
 // Wrappers of one user audio clip / image (used by the audio and vision stages).
 constexpr const char * kAudioStart = "<|audio_start|>";
 constexpr const char * kAudioEnd = "<|audio_end|>";
+constexpr const char * kImageStart = "<image>";
+constexpr const char * kImageEnd = "</image>";
+constexpr const char * kSliceStart = "<slice>";
+constexpr const char * kSliceEnd = "</slice>";
 
 }  // namespace omni

@@ -92,6 +92,7 @@ Pipeline::Pipeline(const EngineOptions & options) : options_(options) {
                        "",
                        ""};
     load_audio_stage(options);
+    load_vision_stage(options);
     load_tts_stage(options);
     load_token2wav_stage(options);
     log_message(LogLevel::info, "LLM loaded from " + info_.llm_path + " in " +
@@ -109,6 +110,18 @@ void Pipeline::load_audio_stage(const EngineOptions & options) {
                              " values per row but the LLM expects " + std::to_string(llm_->n_embd()));
     }
     info_.audio_path = path;
+}
+
+void Pipeline::load_vision_stage(const EngineOptions & options) {
+    const std::string path = find_stage_file(options.model_dir, "vision", "MiniCPM-o-4_5-vision-F16.gguf");
+    if (path.empty()) return;
+    vision_ = std::make_unique<VisionEncoder>(
+        VisionEncoderOptions{path, options.n_gpu_layers != 0, options.n_threads, options.vision_layers});
+    if (vision_->n_embd_out() != llm_->n_embd()) {
+        throw ModelFileError(path + ": the resampler outputs " + std::to_string(vision_->n_embd_out()) +
+                             " values per row but the LLM expects " + std::to_string(llm_->n_embd()));
+    }
+    info_.vision_path = path;
 }
 
 void Pipeline::load_tts_stage(const EngineOptions & options) {
@@ -341,6 +354,50 @@ int Pipeline::prefill_audio(const float * pcm, size_t n_samples) {
         pending_prefill_ms_ += now_ms() - t0;
         return added;
     });
+}
+
+int Pipeline::prefill_image(const uint8_t * rgb, int width, int height, int max_slices) {
+    if (!vision_) {
+        throw StateError("image input needs the vision stage: no vision/MiniCPM-o-4_5-vision-F16.gguf in " +
+                         options_.model_dir);
+    }
+    if (!rgb || width < 1 || height < 1) throw std::invalid_argument("image is empty");
+    if (max_slices < 0 || max_slices > kMaxImageSlices) {
+        throw std::invalid_argument("max_slices must be 0.." + std::to_string(kMaxImageSlices) + ", got " +
+                                    std::to_string(max_slices));
+    }
+    require_idle_session();
+    return call_on_llm([&] {
+        const double t0 = now_ms();
+        const int added = eval_image(vision_->encode_image(rgb, ImageSize{width, height}, max_slices));
+        pending_prefill_tokens_ += added;
+        pending_prefill_ms_ += now_ms() - t0;
+        return added;
+    });
+}
+
+int Pipeline::eval_image(const EncodedImage & image) {
+    const auto marker = [&](const char * text) { return llm_->tokenize(text, true); };
+    const std::vector<Token> image_open = marker(kImageStart), image_close = marker(kImageEnd);
+    const std::vector<Token> slice_open = marker(kSliceStart), slice_close = marker(kSliceEnd);
+    const std::vector<Token> newline = llm_->tokenize("\n", false);
+    const int n_rows = vision_->n_query();
+    const int columns = image.plan.grid_columns;
+    const int n_slices = image.plan.n_slices();
+    const int n_newlines = n_slices > 0 ? image.plan.grid_rows - 1 : 0;
+    ensure_room(static_cast<int>(image_open.size() + image_close.size()) + n_rows * (1 + n_slices) +
+                n_slices * static_cast<int>(slice_open.size() + slice_close.size()) +
+                n_newlines * static_cast<int>(newline.size()));
+    int added = eval_tokens(image_open, nullptr);
+    added += eval_rows(image.chunks.at(0), n_rows);
+    added += eval_tokens(image_close, nullptr);
+    for (int i = 0; i < n_slices; ++i) {
+        if (i > 0 && i % columns == 0) added += eval_tokens(newline, nullptr);
+        added += eval_tokens(slice_open, nullptr);
+        added += eval_rows(image.chunks.at(static_cast<size_t>(i) + 1), n_rows);
+        added += eval_tokens(slice_close, nullptr);
+    }
+    return added;
 }
 
 int Pipeline::prefill_text(const std::string & text) {

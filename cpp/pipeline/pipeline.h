@@ -23,6 +23,7 @@
 #include "pipeline/speech_worker.h"
 #include "tts/speech_sampler.h"
 #include "tts/tts_model.h"
+#include "vision/vision_encoder.h"
 
 namespace omni {
 
@@ -35,6 +36,7 @@ struct EngineOptions {
     int n_threads = 0;
     std::string kv_type = "f16";      // KV cache type: f16 | f32 | q8_0
     std::string flash_attn = "auto";  // auto | on | off
+    int vision_layers = 0;            // ViT layers; 0: as the PyTorch model (VisionEncoderOptions::n_layers)
 };
 
 struct SessionOptions {
@@ -60,6 +62,7 @@ struct EngineInfo {
     std::string audio_path;      // "" when the model directory has no audio encoder
     std::string tts_path;        // "" when the model directory has no TTS
     std::string token2wav_path;  // the Token2Wav folder; "" without it (or without the TTS)
+    std::string vision_path;     // "" when the model directory has no vision encoder
 };
 
 enum class PipelineState { no_session, idle, generating };
@@ -84,7 +87,13 @@ public:
     // Appends one user audio clip (16 kHz mono float32) as <|audio_start|> rows <|audio_end|>; returns the
     // number of positions added. StateError without the audio stage, for empty or non-finite audio.
     int prefill_audio(const float * pcm, size_t n_samples);
+    // Appends one image (interleaved RGB8, height x width x 3) as pipeline.md §3.3 lays it out:
+    // <image> overview rows </image>, then <slice> rows </slice> per slice (max_slices, 0..9), the slices of one
+    // grid row side by side and the grid rows separated by "\n" (the PyTorch reference's rule). Returns the
+    // positions added. StateError without the vision stage; invalid_argument for a bad size or max_slices.
+    int prefill_image(const uint8_t * rgb, int width, int height, int max_slices);
     bool has_audio() const { return audio_ != nullptr; }
+    bool has_vision() const { return vision_ != nullptr; }
     bool has_tts() const { return tts_ != nullptr; }
     bool has_token2wav() const { return token2wav_ != nullptr; }
     // Starts one answer on the LLM thread and returns its turn id at once. max_new_tokens <= 0 and
@@ -123,6 +132,8 @@ private:
 
     void resolve_special_tokens();
     void load_audio_stage(const EngineOptions & options);
+    void load_vision_stage(const EngineOptions & options);
+    int eval_image(const EncodedImage & image);
     void load_tts_stage(const EngineOptions & options);
     void load_token2wav_stage(const EngineOptions & options);
     void prefill_system_prompt(const std::vector<float> & ref_audio);
@@ -149,6 +160,7 @@ private:
     EngineInfo info_;
     std::unique_ptr<Llm> llm_;
     std::unique_ptr<AudioEncoder> audio_;
+    std::unique_ptr<VisionEncoder> vision_;
     std::unique_ptr<Tts> tts_;
     SpecialTokens special_;
 

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "core/errors.h"
+#include "core/graph_ops.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
@@ -41,12 +42,11 @@ enum ModulationPart {
 constexpr int kParts = 9;
 
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, const LinearWeights & w) {
-    ggml_tensor * y = ggml_mul_mat(ctx, w.w, x);
-    return w.b ? ggml_add(ctx, y, w.b) : y;
+    return omni::linear(ctx, x, w.w, w.b);
 }
 
 ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, const NormWeights & w, float eps) {
-    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w.w), w.b);
+    return omni::layer_norm(ctx, x, w.w, w.b, eps);
 }
 
 // A valid Conv1d over x = [C_in, T + K - 1, B]: the K shifted views side by side, then one matrix product.
@@ -59,16 +59,6 @@ ggml_tensor * conv1d(ggml_context * ctx, ggml_tensor * x, const ConvWeights & w)
         unfolded = unfolded ? ggml_concat(ctx, unfolded, shifted, 0) : ggml_cont(ctx, shifted);
     }
     return ggml_add(ctx, ggml_mul_mat(ctx, w.w, unfolded), w.b);
-}
-
-// GELU with the tanh formula in F32. ggml's GELU computes exactly that on GPUs, but on the CPU it reads an F16
-// table (about 1e-3 off), so the CPU gets the formula spelled out.
-ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x, bool spelled_out) {
-    if (!spelled_out) return ggml_gelu(ctx, x);
-    const float sqrt_2_over_pi = 0.7978845608028654f;
-    ggml_tensor * cube = ggml_mul(ctx, ggml_sqr(ctx, x), x);
-    ggml_tensor * inner = ggml_scale(ctx, ggml_add(ctx, x, ggml_scale(ctx, cube, 0.044715f)), sqrt_2_over_pi);
-    return ggml_mul(ctx, x, ggml_scale_bias(ctx, ggml_tanh(ctx, inner), 0.5f, 0.5f));
 }
 
 ggml_tensor * mish(ggml_context * ctx, ggml_tensor * x) {

@@ -1,0 +1,19 @@
+// Small ggml building blocks shared by the stage graphs.
+#pragma once
+
+struct ggml_context;
+struct ggml_tensor;
+
+namespace omni {
+
+// y = W x (+ b); b may be null.
+ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b);
+
+// LayerNorm over dim 0 with an affine weight and bias.
+ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps);
+
+// GELU with the tanh formula in F32. ggml's GELU computes exactly that on GPUs, but on the CPU it reads an F16
+// table (about 1e-3 off), so the CPU gets the formula spelled out.
+ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x, bool spelled_out);
+
+}  // namespace omni
