@@ -591,5 +591,5 @@ PYBIND11_MODULE(omni_engine, m) {
     omni_bindings::bind_vocoder(m);
     omni_bindings::bind_token2mel(m);
     omni_bindings::bind_image_preprocess(m);
-    omni_bindings::bind_vision(m);
+    omni_bindings::bind_vision(m, internals);
 }

@@ -8,6 +8,9 @@
 #include <string>
 
 #include "bindings/arrays.h"
+#include "clip-impl.h"
+#include "clip.h"
+#include "core/errors.h"
 #include "vision/vision_encoder.h"
 
 namespace omni_bindings {
@@ -31,6 +34,41 @@ py::list rows_list(const omni::EncodedImage & encoded, int n_query, int width) {
     return out;
 }
 
+// Upstream libmtmd's CLIP encoder (all block_count layers, its own kernels) on one preprocessed chunk. Used by
+// the tests to show that libmtmd loads the file as written and computes what our graph computes; the engine
+// does not use it (see vision_encoder.h for why).
+py::array_t<float> libmtmd_encode_chunk(const std::string & path, const FloatArray & pixels, int n_threads) {
+    const omni::ImageChunk chunk = chunk_from(pixels);
+    std::vector<float> interleaved(chunk.pixels.size());
+    const size_t plane = static_cast<size_t>(chunk.size.width) * chunk.size.height;
+    for (size_t i = 0; i < plane; ++i) {
+        for (size_t c = 0; c < 3; ++c) interleaved[i * 3 + c] = chunk.pixels[c * plane + i];
+    }
+    std::vector<float> out;
+    int n_query = 0;
+    int width = 0;
+    {
+        py::gil_scoped_release release;
+        clip_context_params params{};
+        params.use_gpu = false;
+        params.flash_attn_type = CLIP_FLASH_ATTN_TYPE_DISABLED;
+        params.image_min_tokens = -1;
+        params.image_max_tokens = -1;
+        clip_ctx * ctx = clip_init(path.c_str(), params).ctx_v;
+        if (!ctx) throw omni::ModelFileError(path + ": libmtmd could not load the vision file");
+        clip_image_f32 image;
+        image.set_size({chunk.size.width, chunk.size.height}, false, false);
+        image.cpy_buf(interleaved);
+        n_query = clip_n_output_tokens(ctx, &image);
+        width = clip_n_mmproj_embd(ctx);
+        out.resize(static_cast<size_t>(n_query) * width);  // libmtmd writes only into a buffer of the right size
+        const bool ok = clip_image_encode(ctx, n_threads, &image, out);
+        clip_free(ctx);
+        if (!ok) throw omni::EngineError(path + ": libmtmd failed to encode the image chunk");
+    }
+    return to_matrix(out, n_query, width);
+}
+
 }  // namespace
 
 RgbArray require_rgb(const py::array & rgb) {
@@ -46,7 +84,9 @@ RgbArray require_rgb(const py::array & rgb) {
     return RgbArray::ensure(rgb);
 }
 
-void bind_vision(py::module_ & m) {
+void bind_vision(py::module_ & m, py::module_ & internals) {
+    internals.def("libmtmd_encode_chunk", &libmtmd_encode_chunk, py::arg("path"), py::arg("pixels"),
+                  py::arg("n_threads") = 4, "upstream libmtmd's encoder on one (3, h, w) chunk (tests only)");
     py::class_<omni::VisionEncoder>(m, "VisionEncoder",
                                     "SigLIP ViT + resampler of the official vision GGUF: images to 64-row chunks")
         .def(py::init([](const std::string & path, bool use_gpu, int n_threads, int n_layers) {

@@ -16,6 +16,7 @@ inline omni::ImageSize rgb_size(const RgbArray & rgb) {
     return {static_cast<int>(rgb.shape(1)), static_cast<int>(rgb.shape(0))};
 }
 
-void bind_vision(pybind11::module_ & m);
+// `internals` gets libmtmd_encode_chunk: upstream libmtmd's own encoder on one chunk (a cross-check for tests).
+void bind_vision(pybind11::module_ & m, pybind11::module_ & internals);
 
 }  // namespace omni_bindings

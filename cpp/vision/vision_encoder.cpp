@@ -70,7 +70,9 @@ std::vector<float> unfold_patches(const ImageChunk & chunk, int patch) {
 }
 
 // ViT position ids of a rows x cols patch grid: floor(side * i / rows) * side + floor(side * j / cols)
-// (model-files.md §4.4), in exact integer arithmetic.
+// (model-files.md §4.4), in exact integers as libmtmd. PyTorch buckets float32 aranges instead, which picks the
+// neighbouring bucket at a few indices for some sides (25, 49, 50, 55 ... patches) and depends on torch's vectorised
+// arange, so the exact formula is kept.
 std::vector<int32_t> bucket_position_ids(int rows, int cols, int side) {
     std::vector<int32_t> ids;
     ids.reserve(static_cast<size_t>(rows) * cols);

@@ -1,6 +1,12 @@
 // The vision stage: the official vision GGUF (model-files.md §4, libmtmd's MiniCPM-V "resampler" layout), the
 // SigLIP ViT and the perceiver resampler: an RGB image in, chunks of n_query (64) LLM rows out — the overview
 // first, then the slices row-major (pipeline.md §5).
+//
+// Our own graph rather than libmtmd's CLIP encoder, although libmtmd loads the file unchanged and computes the
+// same arithmetic (tests/parity/test_vision_libmtmd.py): libmtmd runs every block of the file while the PyTorch
+// model drops the last of its 27 (model-files.md §4.7) and offers no layer count; on the CPU its patch embedding
+// and GELU round through F16 (1-2e-4 off PyTorch on an F32 file, against ~1e-6 here); and clip.h is an
+// internal header of mtmd.
 #pragma once
 
 #include <cstdint>
