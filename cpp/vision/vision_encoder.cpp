@@ -86,18 +86,28 @@ std::vector<int32_t> bucket_position_ids(int rows, int cols, int side) {
 
 // Resampler key positions, (width, rows * cols): per patch (i, j) [sin(j w), cos(j w), sin(i w), cos(i w)] with
 // width / 4 frequencies w_k = 10000^(-k / (width / 4)) — the patch column first, as MiniCPM-V's resampler.
-// Computed in double, then rounded to float, as the PyTorch reference.
+// Computed in double, then rounded to float, as the PyTorch reference; each coordinate's half-row is computed
+// once and copied to every patch that has it.
 std::vector<float> key_positions(int rows, int cols, int width) {
     const int quarter = width / 4;
-    std::vector<double> frequencies(quarter);
-    for (int k = 0; k < quarter; ++k) frequencies[k] = std::pow(kSinCosBase, -static_cast<double>(k) / quarter);
+    const int half = 2 * quarter;
+    const int n_coordinates = std::max(rows, cols);
+    std::vector<float> by_coordinate(static_cast<size_t>(n_coordinates) * half);
+    for (int c = 0; c < n_coordinates; ++c) {
+        float * dst = by_coordinate.data() + static_cast<size_t>(c) * half;
+        for (int k = 0; k < quarter; ++k) {
+            const double angle = c * std::pow(kSinCosBase, -static_cast<double>(k) / quarter);
+            dst[k] = static_cast<float>(std::sin(angle));
+            dst[quarter + k] = static_cast<float>(std::cos(angle));
+        }
+    }
     std::vector<float> out(static_cast<size_t>(width) * rows * cols);
     float * dst = out.data();
     for (int i = 0; i < rows; ++i) {
         for (int j = 0; j < cols; ++j) {
             for (const int coordinate : {j, i}) {
-                for (int k = 0; k < quarter; ++k) *dst++ = static_cast<float>(std::sin(coordinate * frequencies[k]));
-                for (int k = 0; k < quarter; ++k) *dst++ = static_cast<float>(std::cos(coordinate * frequencies[k]));
+                const float * src = by_coordinate.data() + static_cast<size_t>(coordinate) * half;
+                dst = std::copy(src, src + half, dst);
             }
         }
     }

@@ -11,7 +11,8 @@ One model in memory at a time:
   greedy, up to gen-tokens: wall time from `prefill_text` to the first text event, and the engine's stats;
   with the TTS files also speaking turns of exactly gen-tokens answer tokens (end of answer ignored) and,
   with the Token2Wav files, their time to first audio and real-time factor;
-- the audio encoder, the TTS and Token2Wav stages alone.
+- the vision encoder (a camera frame as the overview alone, a 2:1 image in 2 slices), the audio encoder, the
+  TTS and Token2Wav stages alone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -364,6 +366,146 @@ def bench_audio(args: argparse.Namespace, model_dir: Path, metrics: Metrics) -> 
         metrics.add("audio_encoder_ms_per_s", "ms", label, encode_s * per_second)
 
 
+VISION_FILE = Path("vision") / "MiniCPM-o-4_5-vision-F16.gguf"
+# The bench images are given for the real file's slice resolution and scaled to the file's (tiny: 56).
+VISION_REFERENCE_RESOLUTION = 448
+CAMERA_FRAME_SIZE = (640, 480)  # encoded as the overview alone (max_slices 0)
+TWO_SLICE_IMAGE_SIZE = (1344, 672)  # 2:1; with max_slices 2 the plan cuts a 2x1 grid of slices
+TWO_SLICES = 2
+SlicePlanner = Callable[[int, int, int], dict[str, Any]]  # (width, height, max_slices) -> plan_image_slices
+
+
+@dataclass(frozen=True)
+class VisionCase:
+    """One timed image: metric names vision_{name}_ms and vision_{name}_preprocess_ms."""
+
+    name: str
+    width: int
+    height: int
+    max_slices: int
+
+
+def scaled_image_size(size: tuple[int, int], image_size: int) -> tuple[int, int]:
+    """(width, height) given for a 448 file, scaled to a file whose slice resolution is image_size."""
+    scale = image_size / VISION_REFERENCE_RESOLUTION
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def plan_slice_count(plan: dict[str, Any]) -> int:
+    grid = plan["grid"]
+    return 0 if grid is None else grid[0] * grid[1]
+
+
+def vision_cases(image_size: int, plan: SlicePlanner) -> list[VisionCase]:
+    """The camera frame (overview only) and the 2:1 image of 2 slices, sized for the file; RuntimeError if
+    the file's slice plan does not give them max_slices slices."""
+    cases = [
+        VisionCase("overview", *scaled_image_size(CAMERA_FRAME_SIZE, image_size), 0),
+        VisionCase(f"{TWO_SLICES}slices", *scaled_image_size(TWO_SLICE_IMAGE_SIZE, image_size), TWO_SLICES),
+    ]
+    for case in cases:
+        n_slices = plan_slice_count(plan(case.width, case.height, case.max_slices))
+        if n_slices != case.max_slices:
+            raise RuntimeError(
+                f"bench image {case.width}x{case.height} gets {n_slices} slices at image_size {image_size}, "
+                f"not {case.max_slices}"
+            )
+    return cases
+
+
+def synthetic_rgb(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A deterministic noise image, uint8 (height, width, 3): the encoder's speed does not depend on it."""
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+@dataclass
+class VisionImageRun:
+    chunk_shapes: list[tuple[int, ...]]  # (3, h, w) of each chunk: the overview, then the slices row-major
+    preprocess_ms: float  # preprocess_image alone
+    chunk_ms: list[float]  # encode_chunk of each preprocessed chunk: the overview, then the slices
+    image_ms: float  # encode_image: preprocessing and every chunk, as the pipeline runs an image
+
+
+def run_vision_image(
+    encoder: Any, preprocess: Callable[[np.ndarray, int], list[np.ndarray]], rgb: np.ndarray, max_slices: int
+) -> VisionImageRun:
+    start = time.perf_counter()
+    chunks = preprocess(rgb, max_slices)
+    preprocess_ms = (time.perf_counter() - start) * 1e3
+    chunk_ms = []
+    for chunk in chunks:
+        start = time.perf_counter()
+        encoder.encode_chunk(chunk)
+        chunk_ms.append((time.perf_counter() - start) * 1e3)
+    start = time.perf_counter()
+    rows = encoder.encode_image(rgb, max_slices)
+    image_ms = (time.perf_counter() - start) * 1e3
+    if len(rows) != len(chunks):
+        raise RuntimeError(f"encode_image gave {len(rows)} chunks, preprocess_image {len(chunks)}")
+    return VisionImageRun([chunk.shape for chunk in chunks], preprocess_ms, chunk_ms, image_ms)
+
+
+def record_vision_run(case: VisionCase, run: VisionImageRun, metrics: Metrics) -> None:
+    image = f"{case.width}x{case.height} image, max_slices {case.max_slices} ({len(run.chunk_ms)} chunks)"
+    metrics.add(f"vision_{case.name}_ms", "ms", f"encode_image of a {image}", run.image_ms)
+    metrics.add(
+        f"vision_{case.name}_preprocess_ms", "ms", f"preprocess_image of the {image}", run.preprocess_ms
+    )
+    label = "encode_chunk of one chunk (ViT + resampler; each chunk is about image_size^2 pixels)"
+    for chunk_ms in run.chunk_ms:
+        metrics.add("vision_chunk_ms", "ms", label, chunk_ms)
+
+
+def vision_info(
+    encoder: Any, path: Path, cases: list[VisionCase], runs: list[VisionImageRun]
+) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "size_gb": path.stat().st_size / 1e9,
+        "backend": encoder.backend,
+        "n_layers": encoder.n_layers,
+        "n_layers_in_file": encoder.n_layers_in_file,
+        "image_size": encoder.image_size,
+        "patch_size": encoder.patch_size,
+        "images": [
+            {
+                "name": c.name,
+                "size": [c.width, c.height],
+                "max_slices": c.max_slices,
+                "chunks": run.chunk_shapes,
+            }
+            for c, run in zip(cases, runs, strict=True)
+        ],
+    }
+
+
+def bench_vision(args: argparse.Namespace, model_dir: Path, metrics: Metrics) -> dict[str, Any] | None:
+    """The vision stage alone: a camera frame as the overview alone and a 2:1 image in 2 slices, each timed
+    whole (encode_image), its preprocessing alone and every chunk's encoder pass. Returns the encoder's
+    settings and the images (None without the vision file)."""
+    import omni_engine as oe
+
+    path = model_dir / VISION_FILE
+    if not path.is_file():
+        return None
+    start = time.perf_counter()
+    encoder = oe.VisionEncoder(str(path), use_gpu=args.n_gpu_layers != 0, n_threads=args.threads)
+    metrics.add("vision_load_ms", "ms", "VisionEncoder() construction", (time.perf_counter() - start) * 1e3)
+    size, patch = encoder.image_size, encoder.patch_size
+    cases = vision_cases(size, lambda w, h, m: oe.plan_image_slices(w, h, m, size, patch))
+    images = [synthetic_rgb(case.width, case.height) for case in cases]
+
+    def preprocess(rgb: np.ndarray, max_slices: int) -> list[np.ndarray]:
+        return oe.preprocess_image(rgb, max_slices, size, patch)
+
+    pairs = list(zip(cases, images, strict=True))
+    warm_ups = [run_vision_image(encoder, preprocess, rgb, case.max_slices) for case, rgb in pairs]
+    for _ in range(args.runs):
+        for case, rgb in pairs:
+            record_vision_run(case, run_vision_image(encoder, preprocess, rgb, case.max_slices), metrics)
+    return vision_info(encoder, path, cases, warm_ups)
+
+
 TTS_BENCH_CODES = 100
 
 
@@ -544,8 +686,23 @@ def format_table(results: dict[str, Any]) -> str:
         for row in rows
     ]
     model = results["model"]
-    header = f"model {model['llm_path']} ({model['size_gb']:.2f} GB), backend {model['backend']}"
-    return "\n".join([header, *lines])
+    header = [f"model {model['llm_path']} ({model['size_gb']:.2f} GB), backend {model['backend']}"]
+    if results.get("vision"):
+        header.append(vision_header(results["vision"]))
+    return "\n".join([*header, *lines])
+
+
+def vision_header(vision: dict[str, Any]) -> str:
+    """The table's line about the vision file: layers run, backend and the timed images."""
+    images = ", ".join(
+        f"{image['name']} {image['size'][0]}x{image['size'][1]} ({len(image['chunks'])} chunks)"
+        for image in vision["images"]
+    )
+    return (
+        f"vision {vision['path']} ({vision['size_gb']:.2f} GB), backend {vision['backend']}, "
+        f"{vision['n_layers']} of {vision['n_layers_in_file']} layers, slices of {vision['image_size']}; "
+        f"images: {images}"
+    )
 
 
 def make_model_dir(args: argparse.Namespace) -> Path:
@@ -566,6 +723,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     metrics = Metrics()
     text = bench_llm(args, str(llm_path), metrics)
     info = bench_engine(args, model_dir, text, metrics)
+    vision = bench_vision(args, model_dir, metrics)
     bench_audio(args, model_dir, metrics)
     bench_tts(args, model_dir, metrics)
     bench_token2wav(args, model_dir, metrics)
@@ -585,6 +743,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "backend": info.get("backend"),
             "engine_info": info,
         },
+        "vision": vision,
         "settings": {key: getattr(args, key) for key in settings_keys},
         "metrics": metrics.as_dict(),
     }
