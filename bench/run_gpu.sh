@@ -3,7 +3,7 @@
 #
 # Carried into the repository root beforehand (see bench/README.md, "GPU"), since the machine cannot download:
 #   .carry/llama.cpp-*.tar.xz (or a .carry/llama.cpp tree, or LLAMA_CPP_DIR): the pinned llama.cpp source
-#   .carry/*.whl or .whl/*.whl: wheels the machine lacks (at least gguf)
+#   .carry/wheels/*.whl, .carry/*.whl or .whl/*.whl: wheels the machine lacks (at least gguf)
 # Writes into $OUT (the device tool's result folder; bench/out when unset): build.log, bench.log,
 # bench-cuda.json, gpu.txt.
 #
@@ -39,7 +39,7 @@ describe_machine() {
 
 install_carried_wheels() {
   local wheels=()
-  mapfile -t wheels < <(compgen -G ".whl/*.whl" || true; compgen -G ".carry/*.whl" || true)
+  mapfile -t wheels < <(compgen -G ".whl/*.whl" || true; compgen -G ".carry/*.whl" || true; compgen -G ".carry/wheels/*.whl" || true)
   if [ "${#wheels[@]}" -gt 0 ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       "${wheels[@]}"

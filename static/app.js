@@ -1,8 +1,20 @@
-// omni-app single-page UI: session init, text and voice turns, streamed text + audio, live stats.
+// omni-app single-page UI: session init, text, voice and image turns, streamed text + audio, live stats.
 import { ApiError, api } from "./api.js";
+import { CameraCapture } from "./camera.js";
 import { PcmPlayer } from "./player.js";
 import { MicRecorder } from "./recorder.js";
 import { computeTurnStats } from "./stats.js";
+import {
+  HIGH_DETAIL_TITLE,
+  buildPrefillBody,
+  canSend,
+  chooseTurnImage,
+  hasVisionStage,
+  readImageFile,
+  sessionMediaType,
+  stagesKnown,
+  visionControls,
+} from "./vision.js";
 import { base64ToBytes, pcm16Base64ToFloat32, recordingToBase64Wav } from "./wav.js";
 
 const HEALTH_POLL_MS = 5000;
@@ -23,6 +35,18 @@ const ui = {
   emptyHint: $("empty-hint"),
   input: $("input"),
   send: $("send"),
+  attach: $("attach"),
+  imageFile: $("image-file"),
+  camera: $("camera"),
+  cameraLabel: $("camera-label"),
+  cameraBox: $("camera-box"),
+  cameraPreview: $("camera-preview"),
+  visionPanel: $("vision-panel"),
+  attachment: $("attachment"),
+  attachmentThumb: $("attachment-thumb"),
+  attachmentName: $("attachment-name"),
+  attachmentRemove: $("attachment-remove"),
+  highDetail: $("high-detail"),
   record: $("record"),
   recordLabel: $("record-label"),
   recPanel: $("rec-panel"),
@@ -60,10 +84,14 @@ const state = {
   recording: false,
   recordStartedAt: 0,
   lastError: "",
+  stages: null, // the server's stages once the models are loaded (from /health or the init answer)
+  mediaChoice: null, // "audio" / "omni" once the user picked a media type; null: automatic
+  attachment: null, // the image attached to the next turn ({ base64, dataUrl, name, ... })
 };
 
 const player = new PcmPlayer({ preroll: 0.08 });
 const recorder = new MicRecorder({ onLevel: showLevel });
+const camera = new CameraCapture();
 const now = () => performance.now();
 
 // ---------------------------------------------------------------- status + rendering
@@ -106,7 +134,7 @@ function render() {
   const idle = ready && !state.turn && !state.recording;
   const playing = player.remainingSeconds() > 0;
 
-  ui.send.disabled = !idle || ui.input.value.trim() === "";
+  ui.send.disabled = !canSend({ idle, text: ui.input.value, hasAttachment: state.attachment !== null });
   ui.record.disabled = !ready || (state.turn !== null && state.turn.phase === "prefill");
   ui.record.classList.toggle("recording", state.recording);
   ui.recordLabel.textContent = state.recording ? "Stop & send" : "Record";
@@ -120,6 +148,7 @@ function render() {
   for (const input of [ui.mode, ui.media, ui.language, ui.temperature, ui.maxTokens]) {
     input.disabled = formLocked;
   }
+  renderVisionControls(formLocked);
   ui.init.disabled = !state.online || formLocked;
   ui.init.classList.toggle("busy", state.initializing);
   ui.init.textContent = state.initializing
@@ -128,6 +157,24 @@ function render() {
       ? "Apply (starts a new conversation)"
       : "Init";
   refreshStatusLine();
+}
+
+function renderVisionControls(formLocked) {
+  const controls = visionControls(state.stages, !state.online || state.initializing);
+  ui.attach.disabled = controls.disabled;
+  ui.attach.title = controls.title || "Attach an image (PNG, JPEG or WebP) to the next turn";
+  ui.camera.disabled = controls.disabled && !camera.active; // a running camera can always be turned off
+  ui.camera.title = controls.title || "Camera: send the current frame with each turn (and show it)";
+  ui.camera.setAttribute("aria-pressed", String(camera.active));
+  ui.cameraLabel.textContent = camera.active ? "Camera on" : "Camera";
+  ui.highDetail.disabled = formLocked || visionControls(state.stages).disabled;
+  ui.highDetail.parentElement.title = visionControls(state.stages).title || HIGH_DETAIL_TITLE;
+  const omni = ui.media.querySelector('option[value="omni"]');
+  omni.disabled = stagesKnown(state.stages) && !hasVisionStage(state.stages);
+  omni.title = omni.disabled ? visionControls(state.stages).title : "";
+  ui.cameraBox.hidden = !camera.active;
+  ui.attachment.hidden = state.attachment === null;
+  ui.visionPanel.hidden = ui.cameraBox.hidden && ui.attachment.hidden;
 }
 
 function renderServerInfo(health) {
@@ -217,6 +264,7 @@ function readSettings() {
     language: ui.language.value,
     length_penalty: Number(ui.lengthPenalty.value),
     temperature: Number(ui.temperature.value),
+    high_quality_mode: ui.highDetail.checked,
   };
   const maxTokens = parseInt(ui.maxTokens.value, 10);
   if (Number.isFinite(maxTokens) && maxTokens > 0) settings.max_new_tokens = maxTokens;
@@ -225,7 +273,8 @@ function readSettings() {
 
 function saveSettings() {
   const stored = {
-    media: ui.media.value,
+    mediaChoice: state.mediaChoice,
+    highDetail: ui.highDetail.checked,
     language: ui.language.value,
     lengthPenalty: ui.lengthPenalty.value,
     temperature: ui.temperature.value,
@@ -246,7 +295,8 @@ function loadSettings() {
     stored = null;
   }
   if (!stored) return;
-  if (stored.media) ui.media.value = stored.media;
+  if (stored.mediaChoice === "audio" || stored.mediaChoice === "omni") state.mediaChoice = stored.mediaChoice;
+  ui.highDetail.checked = stored.highDetail === true;
   if (stored.language) ui.language.value = stored.language;
   if (stored.lengthPenalty) ui.lengthPenalty.value = stored.lengthPenalty;
   if (stored.temperature) ui.temperature.value = stored.temperature;
@@ -259,7 +309,7 @@ function showLengthPenalty() {
 
 // Session settings (all but max new tokens, which is sent with every answer) take effect on Init/Apply.
 function settingsDiffer(a, b) {
-  const keys = ["media_type", "duplex_mode", "language", "length_penalty", "temperature"];
+  const keys = ["media_type", "duplex_mode", "language", "length_penalty", "temperature", "high_quality_mode"];
   return keys.some((key) => a[key] !== b[key]);
 }
 
@@ -291,6 +341,7 @@ async function refreshHealth() {
     state.healthError = "";
     // The server is the truth about whether a session exists (it may have restarted).
     if (!state.initializing) state.initialized = Boolean(health.initialized);
+    if (stagesKnown(health.stages)) updateStages(health.stages);
     renderServerInfo(health);
   } catch (error) {
     state.online = false;
@@ -315,7 +366,14 @@ async function initSession({ automatic = false } = {}) {
   render();
   if (automatic) addSystem(`Initializing automatically (${describeSession(settings)})…`);
   try {
-    const result = await api.init(settings);
+    let result = await api.init(settings);
+    if (stagesKnown(result.stages)) updateStages(result.stages);
+    const media = sessionMediaType({ chosen: state.mediaChoice, stages: state.stages });
+    if (media !== settings.media_type) {
+      // the first init is what told the page the stages: start the session again with the right prompts
+      settings.media_type = ui.media.value = media;
+      result = await api.init(settings);
+    }
     const seconds = ((now() - state.initStartedAt) / 1000).toFixed(1);
     state.session = settings;
     state.initialized = true;
@@ -374,7 +432,7 @@ function newTurn() {
   };
 }
 
-async function runTurn(payload) {
+async function runTurn(payload, userEntry = null) {
   clearError();
   const turn = newTurn();
   let resolveFinished;
@@ -382,8 +440,12 @@ async function runTurn(payload) {
   state.turn = turn;
   render();
   try {
-    await api.prefill(payload, turn.controller.signal);
+    const added = await api.prefill(payload, turn.controller.signal);
     turn.prefillClientMs = now() - turn.sentAt;
+    if (userEntry && added.n_image_positions) {
+      const [width, height] = added.image_size || [];
+      addMeta(userEntry, `image ${width}×${height} · ${added.n_image_positions} positions`);
+    }
     turn.phase = "generate";
     resetStats();
     turn.entry = addEntry("assistant streaming", "");
@@ -558,12 +620,82 @@ function watchPlayback() {
 
 async function sendText() {
   const text = ui.input.value.trim();
-  if (!text || ui.send.disabled) return;
+  if (ui.send.disabled || !canSend({ idle: true, text, hasAttachment: state.attachment !== null })) return;
   ui.input.value = "";
   autoGrow();
   unlockAudio();
-  addEntry("user", text);
-  await runTurn({ text });
+  const image = takeTurnImage();
+  const entry = addEntry("user", text);
+  showSentImage(entry, image);
+  await runTurn(buildPrefillBody({ text, image }), entry);
+}
+
+// ---------------------------------------------------------------- images
+
+function updateStages(stages) {
+  state.stages = stages;
+  if (!hasVisionStage(stages)) {
+    if (camera.active) camera.stop();
+    clearAttachment();
+  }
+}
+
+// The image of the turn being sent: the attached one (then cleared), else the camera's current frame.
+function takeTurnImage() {
+  const attached = state.attachment;
+  clearAttachment();
+  const cameraFrame = attached || !camera.active ? null : camera.captureJpeg();
+  if (!attached && camera.active && !cameraFrame) addSystem("The camera has no frame yet; sent without an image.");
+  return chooseTurnImage({ attached, cameraFrame });
+}
+
+function showSentImage(entry, image) {
+  if (!image) return;
+  const thumb = document.createElement("img");
+  thumb.className = "thumb";
+  thumb.src = image.dataUrl;
+  thumb.alt = image.name ? `Attached image ${image.name}` : "Camera frame sent with this turn";
+  thumb.title = image.name || `camera frame ${image.width}×${image.height}`;
+  entry.append(thumb);
+  scrollToEnd();
+}
+
+async function attachImage() {
+  const file = ui.imageFile.files && ui.imageFile.files[0];
+  ui.imageFile.value = ""; // picking the same file again fires change again
+  if (!file) return;
+  try {
+    state.attachment = await readImageFile(file);
+  } catch (error) {
+    reportError(`Image not attached — ${errorText(error)}`);
+    return;
+  }
+  ui.attachmentThumb.src = state.attachment.dataUrl;
+  ui.attachmentName.textContent = `${file.name} · sent with the next turn`;
+  render();
+}
+
+function clearAttachment() {
+  state.attachment = null;
+  ui.attachmentThumb.removeAttribute("src");
+  ui.attachmentName.textContent = "";
+}
+
+async function toggleCamera() {
+  if (camera.active) {
+    camera.stop();
+    render();
+    return;
+  }
+  clearError();
+  try {
+    await camera.start(ui.cameraPreview);
+  } catch (error) {
+    camera.stop();
+    const denied = error && (error.name === "NotAllowedError" || error.name === "SecurityError");
+    reportError(denied ? "Camera permission was denied." : `Camera error — ${errorText(error)}`);
+  }
+  render();
 }
 
 function unlockAudio() {
@@ -674,12 +806,14 @@ async function finishRecording() {
     return;
   }
   if (state.turn) await state.turn.finished; // a barged-in answer is still closing
+  const image = takeTurnImage();
   const entry = addEntry("user", `🎙 voice message (${wav.seconds.toFixed(1)} s)`);
   const clip = document.createElement("audio");
   clip.controls = true;
   clip.src = URL.createObjectURL(new Blob([base64ToBytes(wav.base64)], { type: "audio/wav" }));
   entry.append(clip);
-  await runTurn({ audio: wav.base64 });
+  showSentImage(entry, image);
+  await runTurn(buildPrefillBody({ audio: wav.base64, image }), entry);
 }
 
 async function cancelRecording() {
@@ -731,6 +865,16 @@ function wire() {
     render();
   });
   ui.send.addEventListener("click", sendText);
+  ui.attach.addEventListener("click", () => ui.imageFile.click());
+  ui.imageFile.addEventListener("change", attachImage);
+  ui.attachmentRemove.addEventListener("click", () => {
+    clearAttachment();
+    render();
+  });
+  ui.camera.addEventListener("click", toggleCamera);
+  ui.media.addEventListener("change", () => {
+    state.mediaChoice = ui.media.value;
+  });
   ui.record.addEventListener("click", toggleRecording);
   ui.recCancel.addEventListener("click", cancelRecording);
   ui.stop.addEventListener("click", stopAll);
@@ -748,7 +892,7 @@ function wire() {
     saveSettings();
     showModeNote();
   });
-  for (const input of [ui.media, ui.language, ui.temperature, ui.maxTokens]) {
+  for (const input of [ui.media, ui.language, ui.temperature, ui.maxTokens, ui.highDetail]) {
     input.addEventListener("change", () => {
       saveSettings();
       showModeNote();
@@ -780,6 +924,8 @@ async function start() {
   render();
   const health = await waitForServer();
   ui.mode.value = health.duplex_mode ? "duplex" : "simplex";
+  const running = health.initialized && health.session && health.session.media_type;
+  ui.media.value = running || sessionMediaType({ chosen: state.mediaChoice, stages: state.stages });
   showModeNote();
   if (!health.initialized && !health.loading) await initSession({ automatic: true });
   render();

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from omni_app import __version__
+from omni_app.images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +53,18 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="longest audio clip one prefill accepts (longer: 413)",
     )
     serve.add_argument(
+        "--max-image-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_IMAGE_BYTES,
+        help="largest encoded image one prefill accepts, in bytes (default 20 MiB; larger: 413)",
+    )
+    serve.add_argument(
+        "--max-image-pixels",
+        type=_positive_int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="most pixels (width x height) of one image (default 50 million; more: 413)",
+    )
+    serve.add_argument(
         "--ref-audio",
         default=None,
         metavar="PATH",
@@ -72,6 +85,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 

@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -53,6 +53,9 @@ TTS_SAMPLING_FIELDS = (
 )
 # How long stop/reset/start_session wait for the engine's end_of_turn before declaring an engine bug.
 TURN_END_TIMEOUT_S = 10.0
+# Image slices (pipeline.md §5): overview only by default, 2 slices in "high detail" mode.
+DEFAULT_MAX_SLICES = 0
+HIGH_QUALITY_MAX_SLICES = 2
 
 
 class OmniAppError(Exception):
@@ -148,10 +151,16 @@ class SessionConfig:
     max_new_tokens: int | None = None
     sampling: dict[str, float | int] = field(default_factory=dict)
     tts_sampling: dict[str, float | int] = field(default_factory=dict)
+    high_quality_mode: bool = False  # images default to HIGH_QUALITY_MAX_SLICES slices instead of none
 
     def __post_init__(self) -> None:
         _refuse_unknown(self.sampling, SAMPLING_FIELDS, "sampling")
         _refuse_unknown(self.tts_sampling, TTS_SAMPLING_FIELDS, "TTS sampling")
+
+    @property
+    def max_slices(self) -> int:
+        """The session's default slice count of an image (a prefill may ask for another)."""
+        return HIGH_QUALITY_MAX_SLICES if self.high_quality_mode else DEFAULT_MAX_SLICES
 
 
 def _refuse_unknown(given: dict[str, float | int], known: tuple[str, ...], what: str) -> None:
@@ -214,10 +223,11 @@ class PrefillResult:
 
     n_audio_positions: int = 0
     n_text_tokens: int = 0
+    n_image_positions: int = 0
 
     @property
     def n_tokens(self) -> int:
-        return self.n_audio_positions + self.n_text_tokens
+        return self.n_image_positions + self.n_audio_positions + self.n_text_tokens
 
 
 @dataclass
@@ -281,6 +291,7 @@ class OmniEngine:
         self.load_error: str | None = None
         self.load_count = 0
         self.session: dict[str, Any] | None = None
+        self.session_max_slices = DEFAULT_MAX_SLICES
         self.prefill_count = 0
         self.turns_completed = 0
 
@@ -298,7 +309,11 @@ class OmniEngine:
         return dict(self._engine.info) if self._engine is not None else {}
 
     def stages(self) -> dict[str, bool]:
-        return {name: bool(on) for name, on in self.info.get("stages", {}).items()}
+        info = self.info
+        stages = {name: bool(on) for name, on in info.get("stages", {}).items()}
+        if "vision_path" in info:  # the vision stage is there when the engine loaded a vision file
+            stages["vision"] = bool(info["vision_path"])
+        return stages
 
     def status(self) -> dict[str, Any]:
         engine = self._engine
@@ -371,6 +386,8 @@ class OmniEngine:
                 if running is not None:
                     await self._await_turn_end(running, "start_session")
             self.session = describe_session_options(options)
+            self.session["high_quality_mode"] = session.high_quality_mode
+            self.session["max_slices"] = self.session_max_slices = session.max_slices
             self.prefill_count = 0
         return self.session
 
@@ -383,25 +400,46 @@ class OmniEngine:
     async def prefill_text(self, text: str) -> int:
         return (await self.prefill(text=text)).n_tokens
 
-    async def prefill(self, text: str = "", pcm: np.ndarray | None = None) -> PrefillResult:
-        """Add audio (1-D float32, 16 kHz mono) and then text to the current user turn, as one step that no
-        other request can interleave with. Counts as one prefill if anything was added."""
+    async def prefill(
+        self,
+        text: str = "",
+        pcm: np.ndarray | None = None,
+        image: np.ndarray | None = None,
+        max_slices: int | None = None,
+    ) -> PrefillResult:
+        """Add an image (uint8 (h, w, 3) RGB), audio (1-D float32, 16 kHz mono) and then text to the current
+        user turn, in that order, as one step that no other request can interleave with. ``max_slices``
+        (0..9) overrides the session's slice count for this image. Counts as one prefill if anything was
+        added."""
         engine = self._require_session()
         self._refuse_while_generating("add input")
         async with self._session_lock:
             self._refuse_while_generating("add input")
             await self._settle(engine)
-            n_audio = n_text = 0
+            added = PrefillResult()
             try:
+                if image is not None:
+                    slices = self.session_max_slices if max_slices is None else max_slices
+                    added = PrefillResult(n_image_positions=await self._prefill_image(engine, image, slices))
                 if pcm is not None:
                     samples = np.ascontiguousarray(pcm, dtype=np.float32)
                     n_audio = await self._call(engine.prefill_audio, samples, state_error=self._audio_error())
-                if text or pcm is None:
-                    n_text = await self._call(engine.prefill_text, text)
+                    added = replace(added, n_audio_positions=n_audio)
+                if text or (pcm is None and image is None):
+                    added = replace(added, n_text_tokens=await self._call(engine.prefill_text, text))
             finally:
-                if n_audio or n_text:
+                if added.n_tokens:
                     self.prefill_count += 1
-            return PrefillResult(n_audio, n_text)
+            return added
+
+    async def _prefill_image(self, engine: Any, image: np.ndarray, max_slices: int) -> int:
+        rgb = np.ascontiguousarray(image, dtype=np.uint8)
+        state_error = NoSessionError if self.stages().get("vision") else FeatureUnavailableError
+        try:
+            return await self._call(engine.prefill_image, rgb, max_slices, state_error=state_error)
+        except ValueError as exc:  # e.g. an aspect ratio too extreme for the patch grid
+            message = str(exc)
+            raise InvalidInputError(message if message.startswith("image") else f"image: {message}") from exc
 
     async def begin_turn(
         self, max_new_tokens: int | None = None, length_penalty: float | None = None

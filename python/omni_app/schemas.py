@@ -16,6 +16,7 @@ _MEDIA_TYPE_ALIASES: dict[str, str] = {"audio": "audio", "omni": "omni", "video"
 SAMPLE_RATE_IN = 16000
 SAMPLE_RATE_OUT = 24000
 MS_PER_SPEECH_TOKEN = 40
+MAX_IMAGE_SLICES = 9
 MAX_TTS_TOKENS_PER_CHUNK = 500
 TTS_FIELD_PREFIX = "tts_"
 DoneReason = Literal["eos", "max_tokens", "stop", "break", "context_full", "error"]
@@ -108,6 +109,14 @@ class InitRequest(ClientRequest):
     tts_seed: int | None = Field(
         None, ge=-1, description="TTS sampling seed (-1 = random; otherwise reproducible speech tokens)."
     )
+    high_quality_mode: bool | None = Field(
+        None,
+        description=(
+            "High detail: every image of the session is encoded as an overview plus up to 2 slices (up to "
+            "3 x 64 positions) instead of the overview alone (64). Default false. A prefill's "
+            "max_slice_nums overrides it for one image."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -144,7 +153,23 @@ class PrefillRequest(ClientRequest):
             "Needs the audio stage; at most --max-audio-seconds long. Added before `text`."
         ),
     )
-    image: str | None = Field(None, description="Base64 encoded image (PNG/JPEG; needs the vision stage).")
+    image: str | None = Field(
+        None,
+        description=(
+            "Base64 of a PNG, JPEG or WebP file (other formats: 415), at most --max-image-bytes and "
+            "--max-image-pixels (413); the EXIF orientation is applied. Needs the vision stage. Added first, "
+            "before `audio` and `text`."
+        ),
+    )
+    max_slice_nums: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_IMAGE_SLICES,
+        description=(
+            "Most slices for this request's image (0 = overview only); default: the session's (0, or 2 "
+            "with high_quality_mode)."
+        ),
+    )
     text: str | None = Field(None, description="Typed user text, appended to the current user turn.")
     idx: Any = Field(None, description="Ignored (sent by reference clients).")
 
@@ -253,6 +278,8 @@ class InitResponse(BaseModel):
     ref_voice: RefVoice | None = Field(
         description="The reference voice in the system prompt; null: the text-only system prompt."
     )
+    high_quality_mode: bool = Field(description="True: images default to 2 slices (high detail).")
+    max_slice_nums: int = Field(description="The session's default slice count of an image (0 or 2).")
     stages: dict[str, bool]
     tiny_demo: bool
 
@@ -260,7 +287,19 @@ class InitResponse(BaseModel):
 class PrefillResponse(BaseModel):
     success: Literal[True] = True
     index: int = Field(description="1-based number of this prefill in the conversation (0 = system prompt).")
-    n_tokens: int = Field(description="Tokens/rows added to the context (audio positions + text tokens).")
+    n_tokens: int = Field(
+        description="Tokens/rows added to the context (image positions + audio positions + text tokens)."
+    )
+    n_image_positions: int = Field(
+        0,
+        description=(
+            "Positions of the image: <image> + 64 rows + </image>, per slice <slice> + 64 rows + </slice>, "
+            "and a newline between rows of slices."
+        ),
+    )
+    image_size: list[int] | None = Field(
+        None, description="[width, height] of the decoded image (after the EXIF rotation), if any."
+    )
     n_audio_positions: int = Field(
         0, description="Positions of the audio: <|audio_start|>, 10 rows per second, <|audio_end|>."
     )

@@ -56,6 +56,14 @@ from omni_app.engine import (
     import_engine_module,
     install_engine_logging,
 )
+from omni_app.images import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageDecodeError,
+    ImageTooLargeError,
+    UnsupportedImageFormatError,
+    decode_image,
+)
 
 log = logging.getLogger("omni_app.server")
 
@@ -67,7 +75,8 @@ AUDIO_STAGE_MISSING = (
     "(audio/MiniCPM-o-4_5-audio-F16.gguf is missing)"
 )
 IMAGE_STAGE_MISSING = (
-    "image input needs the vision encoder stage, which this build/model does not provide yet"
+    "image input needs the vision encoder stage, which this model directory does not provide "
+    "(vision/MiniCPM-o-4_5-vision-F16.gguf is missing)"
 )
 ERROR_STATUS: dict[type[OmniAppError], int] = {
     NotInitializedError: 400,
@@ -124,6 +133,8 @@ class ServerSettings:
     llm_file: str = ""
     max_body_mb: float = 32.0
     max_audio_seconds: float = 60.0
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     session_idle_timeout_s: float = 120.0
     open_browser: bool = False
     tiny_demo: bool = False
@@ -398,7 +409,7 @@ ClientHeader = Annotated[
     str | None, Header(alias=CLIENT_HEADER, description="Client id (single-client rule).")
 ]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorResponse} for code in (400, 409, 413, 422, 501, 503)
+    code: {"model": schemas.ErrorResponse} for code in (400, 409, 413, 415, 422, 501, 503)
 }
 
 
@@ -481,6 +492,8 @@ async def init_sys_prompt(
         n_past=status["n_past"],
         n_keep=status["n_keep"],
         ref_voice=state.ref_voice_status(),
+        high_quality_mode=actual["high_quality_mode"],
+        max_slice_nums=actual["max_slices"],
         stages=state.engine.stages(),
         tiny_demo=state.settings.tiny_demo,
     )
@@ -506,6 +519,7 @@ def _session_config(body: schemas.InitRequest, settings: ServerSettings) -> Sess
         max_new_tokens=body.max_new_tokens,
         sampling=body.sampling_overrides(),
         tts_sampling=body.tts_sampling_overrides(),
+        high_quality_mode=bool(body.high_quality_mode),
     )
 
 
@@ -517,32 +531,55 @@ async def streaming_prefill(
     x_omni_client: ClientHeader = None,
     body: Annotated[schemas.PrefillRequest | None, Body()] = None,
 ) -> schemas.PrefillResponse:
-    """Add user input to the current user turn: ``audio`` first, then ``text`` (``image`` needs the vision
-    stage, which does not exist yet). Audio is base64 of a sound file (WAV, FLAC, OGG, ...: any rate and
-    channel count) or of raw float32 16 kHz mono samples."""
+    """Add user input to the current user turn, in this order: ``image``, ``audio``, ``text``. The image is
+    base64 of a PNG, JPEG or WebP file (needs the vision stage; ``max_slice_nums`` overrides the session's
+    slice count). Audio is base64 of a sound file (WAV, FLAC, OGG, ...: any rate and channel count) or of raw
+    float32 16 kHz mono samples. Nothing is added when any part is refused before the engine."""
     state = get_state(request)
     body = body or schemas.PrefillRequest()
     audio = _decode_base64_field("audio", body.audio)
-    image = _decode_base64_field("image", body.image)
+    image = _decode_image_base64(body.image)
     engine = _require_initialized(state)
     state.ownership.check(client_identity(x_omni_client, body))
     if audio is None and image is None and not body.text:
         raise HTTPException(400, "empty prefill: give at least one of audio, image or text")
-    if image is not None:
+    if image is not None and not engine.stages().get("vision"):
         raise FeatureUnavailableError(IMAGE_STAGE_MISSING)
-    pcm = None
-    if audio is not None:
-        if not engine.stages().get("audio"):
-            raise FeatureUnavailableError(AUDIO_STAGE_MISSING)
-        pcm = await _decode_audio_field(audio, state.settings.max_audio_seconds)
-    result = await engine.prefill(body.text or "", pcm)
+    if audio is not None and not engine.stages().get("audio"):
+        raise FeatureUnavailableError(AUDIO_STAGE_MISSING)
+    rgb = None if image is None else await _decode_image_field(image, state.settings)
+    pcm = None if audio is None else await _decode_audio_field(audio, state.settings.max_audio_seconds)
+    result = await engine.prefill(body.text or "", pcm, rgb, body.max_slice_nums)
     return schemas.PrefillResponse(
         index=engine.prefill_count,
         n_tokens=result.n_tokens,
+        n_image_positions=result.n_image_positions,
+        image_size=None if rgb is None else [rgb.shape[1], rgb.shape[0]],
         n_audio_positions=result.n_audio_positions,
         n_text_tokens=result.n_text_tokens,
         audio_seconds=None if pcm is None else round(pcm.size / schemas.SAMPLE_RATE_IN, 3),
     )
+
+
+async def _decode_image_field(data: bytes, settings: ServerSettings) -> np.ndarray:
+    """Decode off the event loop; 413 over a limit, 415 for another format, else 400 with the message."""
+    try:
+        return await asyncio.to_thread(
+            decode_image, data, settings.max_image_bytes, settings.max_image_pixels
+        )
+    except ImageTooLargeError as exc:
+        raise HTTPException(413, str(exc)) from exc
+    except UnsupportedImageFormatError as exc:
+        raise HTTPException(415, str(exc)) from exc
+    except ImageDecodeError as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
+def _decode_image_base64(value: str | None) -> bytes | None:
+    """Unlike the audio field, an empty ``image`` is a mistake rather than "no image"."""
+    if value == "":
+        raise HTTPException(400, "image is empty")
+    return _decode_base64_field("image", value)
 
 
 async def _decode_audio_field(data: bytes, max_seconds: float, field: str = "audio") -> np.ndarray:
@@ -735,6 +772,8 @@ def settings_from_args(
         llm_file=args.llm_file,
         max_body_mb=args.max_body_mb,
         max_audio_seconds=args.max_audio_seconds,
+        max_image_bytes=args.max_image_bytes,
+        max_image_pixels=args.max_image_pixels,
         session_idle_timeout_s=args.session_idle_timeout,
         open_browser=args.open_browser,
         tiny_demo=tiny_demo,

@@ -73,6 +73,8 @@ def test_voice_turn_end_to_end(client, session):
         "n_audio_positions": ONE_SECOND_POSITIONS,
         "n_text_tokens": 0,
         "audio_seconds": 1.0,
+        "n_image_positions": 0,
+        "image_size": None,
     }
     assert session_status(client)["n_past"] == session["n_keep"] + ONE_SECOND_POSITIONS
     stream = generate(client, max_new_tokens=5)
@@ -152,6 +154,8 @@ def test_audio_and_text_in_one_prefill_equal_audio_then_text(client):
         "n_audio_positions": 0,
         "n_text_tokens": both["n_text_tokens"],
         "audio_seconds": None,
+        "n_image_positions": 0,
+        "image_size": None,
     }
     assert generate(client, max_new_tokens=6).text == answer_both
     # the order matters (for this tiny model and text the answers differ): audio went first above

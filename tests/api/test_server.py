@@ -3,7 +3,6 @@ HTTP by httpx; SSE streams are read line by line."""
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,6 @@ from api_helpers import (
 )
 
 LONG_ANSWER = 2000  # tokens; the tiny model practically never ends an answer on its own before this
-IMAGE_MISSING = "image input needs the vision encoder stage, which this build/model does not provide yet"
 BUSY = "while an answer is being generated"
 
 
@@ -309,17 +307,6 @@ def test_bad_base64_is_400_naming_the_field(client, session, field):
     assert_usable(client)
 
 
-def test_image_needs_the_vision_stage_501(client, session):
-    payload = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
-    response = client.post(
-        "/omni/streaming_prefill", json={"image": payload, "text": "what is it?", "idx": 0}
-    )
-    assert response.status_code == 501
-    assert response.json() == {"error": IMAGE_MISSING}
-    assert session_status(client)["n_past"] == session["n_keep"]  # the text was not added either
-    assert_usable(client)
-
-
 def test_empty_prefill_is_400(client, session):
     for body in ({}, {"idx": 0}, {"audio": "", "text": ""}):
         response = client.post("/omni/streaming_prefill", json=body)
@@ -399,7 +386,7 @@ def test_fresh_server_before_and_after_init(fresh_server, tiny_model_dir):
         assert health["stages"] == {
             "llm": True,
             "audio": True,
-            "vision": False,
+            "vision": True,
             "tts": True,
             "token2wav": True,
         }
