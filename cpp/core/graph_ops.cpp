@@ -9,6 +9,17 @@ ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_
     return b ? ggml_add(ctx, y, b) : y;
 }
 
+ggml_tensor * mul_mat_f32_accumulate(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b) {
+    ggml_tensor * product = ggml_mul_mat(ctx, a, b);
+    ggml_mul_mat_set_prec(product, GGML_PREC_F32);
+    return product;
+}
+
+ggml_tensor * linear_f32_accumulate(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
+    ggml_tensor * y = mul_mat_f32_accumulate(ctx, w, x);
+    return b ? ggml_add(ctx, y, b) : y;
+}
+
 ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {
     return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
 }

@@ -9,6 +9,13 @@ namespace omni {
 // y = W x (+ b); b may be null.
 ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b);
 
+// ggml_mul_mat(a, b) with F32 accumulation requested (GGML_PREC_F32): CUDA's cuBLAS path otherwise accumulates
+// F16 weights in F16. No effect on the CPU, which always accumulates in F32.
+ggml_tensor * mul_mat_f32_accumulate(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b);
+
+// linear() through mul_mat_f32_accumulate.
+ggml_tensor * linear_f32_accumulate(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b);
+
 // LayerNorm over dim 0 with an affine weight and bias.
 ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps);
 
