@@ -7,14 +7,16 @@
 - `preprocess(image, max_slices)`: the overview and the row-major slices as float32 (3, h, w) arrays,
   PIL bicubic resizes (as PY-P; the C++ reference resizes the refined image bilinearly **[DISAGREE]**),
   normalised (x / 255 - 0.5) / 0.5.
-- `load_vision_reference(gguf_path)`: transformers' `SiglipVisionModel` configured and filled from the vision
-  GGUF (model-files.md §4), run with MiniCPM-V's bucketed position ids for any patch grid, followed by a
-  `Resampler` written for the test (64 learned queries, kv projection, ln_q/ln_kv/ln_post,
+- `load_vision_reference(gguf_path, n_layers=None)`: transformers' `SiglipVisionModel` configured and filled
+  from the vision GGUF (model-files.md §4), run with MiniCPM-V's bucketed position ids for any patch grid,
+  followed by a `Resampler` written for the test (64 learned queries, kv projection, ln_q/ln_kv/ln_post,
   `nn.MultiheadAttention`, 2-D sin/cos key positions computed at run time, output projection).
 - `encode(reference, pixels)`: (query_num, resampler width) rows for one image chunk.
 
-All blocks of the file run (`clip.vision.block_count`): model-files.md §4.7 says a parity test against the
-GGUF loaders must not drop the last layer.
+Layer count (model-files.md §4.7): by default every block of the file runs (`clip.vision.block_count`), as
+the GGUF loaders do; `n_layers` keeps only the first n blocks. The engine's auto rule is the PyTorch model's:
+it builds the configured 27-layer ViT and drops the last layer, so a 27-layer file runs 26 layers (any other
+count runs all). Parity against the engine's auto mode therefore loads a 27-layer file with `n_layers=26`.
 """
 
 from __future__ import annotations
@@ -251,7 +253,7 @@ class VisionReference(nn.Module):
         return self.resampler(states, patch_rows, patch_cols)
 
 
-def siglip_config(header: GgufHeader) -> SiglipVisionConfig:
+def siglip_config(header: GgufHeader, n_layers: int) -> SiglipVisionConfig:
     patch = header.value("clip.vision.patch_size")
     position_rows = header.tensors["v.position_embd.weight"].ne[1]
     side = math.isqrt(position_rows)
@@ -260,7 +262,7 @@ def siglip_config(header: GgufHeader) -> SiglipVisionConfig:
     config = SiglipVisionConfig(
         hidden_size=header.value("clip.vision.embedding_length"),
         intermediate_size=header.value("clip.vision.feed_forward_length"),
-        num_hidden_layers=header.value("clip.vision.block_count"),
+        num_hidden_layers=n_layers,
         num_attention_heads=header.value("clip.vision.attention.head_count"),
         num_channels=3,
         image_size=side * patch,  # transformers sizes the position table as (image_size / patch)^2
@@ -291,9 +293,9 @@ _VIT_GLOBAL_NAMES = {
 }
 
 
-def vit_state_dict(header: GgufHeader) -> dict[str, torch.Tensor]:
-    """transformers parameter name -> tensor; GGUF ne reversed gives the PyTorch layouts directly
-    (Conv2d (out, in, kh, kw), Linear (out, in), Embedding (rows, width))."""
+def vit_state_dict(header: GgufHeader, n_layers: int) -> dict[str, torch.Tensor]:
+    """transformers parameter name -> tensor for the first `n_layers` blocks; GGUF ne reversed gives the
+    PyTorch layouts directly (Conv2d (out, in, kh, kw), Linear (out, in), Embedding (rows, width))."""
     state = {}
     for name in header.tensors:
         if not name.startswith("v."):
@@ -301,6 +303,8 @@ def vit_state_dict(header: GgufHeader) -> dict[str, torch.Tensor]:
         module, param = name.rsplit(".", 1)
         if module.startswith("v.blk."):
             _, _, layer, short = module.split(".", 3)
+            if int(layer) >= n_layers:
+                continue
             target = f"encoder.layers.{layer}.{_VIT_LAYER_NAMES[short]}.{param}"
         else:
             target = f"{_VIT_GLOBAL_NAMES[module]}.{param}"
@@ -337,11 +341,16 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise AssertionError(f"weight mapping mismatch: missing {missing}, unexpected {unexpected}")
 
 
-def load_vision_reference(gguf_path: Path) -> VisionReference:
-    """float32 eval-mode reference holding exactly the GGUF's weights (F16 widened)."""
+def load_vision_reference(gguf_path: Path, n_layers: int | None = None) -> VisionReference:
+    """float32 eval-mode reference holding exactly the GGUF's weights (F16 widened), with the first
+    `n_layers` ViT blocks (None: all `clip.vision.block_count` of them; ValueError outside 1..block_count)."""
     header = read_gguf_header(gguf_path)
-    vit = SiglipVisionModel(siglip_config(header))
-    _load_strict(vit, vit_state_dict(header))
+    in_file = header.value("clip.vision.block_count")
+    layers = in_file if n_layers is None else n_layers
+    if not 1 <= layers <= in_file:
+        raise ValueError(f"n_layers must be in 1..{in_file} (the file's block_count), got {n_layers}")
+    vit = SiglipVisionModel(siglip_config(header, layers))
+    _load_strict(vit, vit_state_dict(header, layers))
     query_ne = header.tensors["resampler.query"].ne
     resampler = Resampler(
         n_queries=query_ne[1],
