@@ -639,16 +639,25 @@ class Assistant:
         return self._engine
 
     def stream(
-        self, text: str, max_new_tokens: int | None = None, length_penalty: float | None = None
+        self,
+        text: str,
+        max_new_tokens: int | None = None,
+        length_penalty: float | None = None,
+        image: np.ndarray | None = None,
+        max_slices: int = 0,
     ) -> Iterator[dict[str, Any]]:
         """Add ``text`` as the user's turn and yield the answer's events; closing early stops the answer.
-        ``max_new_tokens`` / ``length_penalty`` apply to this answer only (default: the session's)."""
+        ``max_new_tokens`` / ``length_penalty`` apply to this answer only (default: the session's).
+        ``image`` (uint8 RGB, (height, width, 3); e.g. ``np.asarray(PIL_image.convert("RGB"))``) goes before
+        the text, with up to ``max_slices`` high-detail slices (needs the model directory's vision file)."""
         if not self._busy.acquire(blocking=False):
             raise BusyError("an answer is already being generated")
         events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._events = events
         started = ended = False
         try:
+            if image is not None:
+                self._engine.prefill_image(image, max_slices)
             if text:
                 self._engine.prefill_text(text)
             self._engine.generate(max_new_tokens or -1, length_penalty or -1.0)
@@ -667,11 +676,18 @@ class Assistant:
             self._events = None
             self._busy.release()
 
-    def chat(self, text: str, max_new_tokens: int | None = None) -> str:
-        """Add ``text`` and return the whole answer; raises OmniAppError if the engine reported an error."""
+    def chat(
+        self,
+        text: str,
+        max_new_tokens: int | None = None,
+        image: np.ndarray | None = None,
+        max_slices: int = 0,
+    ) -> str:
+        """Add ``text`` (after ``image``, if given) and return the whole answer; raises OmniAppError if the
+        engine reported an error."""
         pieces: list[str] = []
         errors: list[str] = []
-        for event in self.stream(text, max_new_tokens):
+        for event in self.stream(text, max_new_tokens, image=image, max_slices=max_slices):
             if event["type"] == "text":
                 pieces.append(event["text"])
             elif event["type"] == "error":

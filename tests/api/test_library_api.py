@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from omni_app import Assistant, BusyError
@@ -83,3 +84,18 @@ def test_unknown_sampling_option_is_rejected(tiny_model_dir):
         Assistant(tiny_model_dir, temprature=0)
     with pytest.raises(ValueError, match="unknown TTS sampling parameter\\(s\\): top_n"):
         Assistant(tiny_model_dir, tts_sampling={"top_n": 3})
+
+
+def test_chat_with_an_image_adds_it_before_the_text_and_it_changes_the_answer(tiny_model_dir):
+    with Assistant(tiny_model_dir, media_type="omni", n_threads=2, temperature=0, speak=False) as bot:
+        n_keep = bot.engine.n_keep
+        gradient = np.tile(np.arange(0, 240, 4, dtype=np.uint8)[None, :, None], (40, 1, 3))  # 60x40
+        with_image = bot.chat("What is this?", max_new_tokens=6, image=gradient)
+        tokens = bot.engine.context_tokens()
+        assert tokens[n_keep + 1 : n_keep + 65] == [-1] * 64  # <image>, the 64 overview rows, </image>, text
+        bot.reset()
+        assert bot.chat("What is this?", max_new_tokens=6, image=np.zeros_like(gradient)) != with_image
+        bot.reset()
+        with pytest.raises(ValueError, match="rgb"):
+            bot.chat("What is this?", image=gradient.astype(np.float32))
+        assert bot.chat("What is this?", max_new_tokens=6, image=gradient) == with_image
