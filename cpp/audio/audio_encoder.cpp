@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/errors.h"
+#include "core/graph_ops.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml.h"
@@ -13,15 +14,6 @@ namespace {
 
 constexpr float kLayerNormEps = 1e-5f;  // hard-coded in the reference (no key in the file)
 constexpr int kPool = 5;
-
-ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, kLayerNormEps), w), b);
-}
-
-ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
-    return b ? ggml_add(ctx, y, b) : y;
-}
 
 // 1-D convolution as im2col + matmul. ggml_conv_1d always builds an F16 im2col, which rounds F32 inputs;
 // here the im2col takes the kernel's type, so an F32 file is computed in F32 throughout.
@@ -218,7 +210,7 @@ ggml_tensor * AudioEncoder::build_encoder(ggml_context * ctx, ggml_tensor * mel,
     for (size_t i = 0; i < layers_.size(); ++i) {
         x = build_layer(ctx, x, i, n_pos, window);
     }
-    x = layer_norm(ctx, x, ln_post_w_, ln_post_b_);
+    x = layer_norm(ctx, x, ln_post_w_, ln_post_b_, kLayerNormEps);
     x = linear(ctx, ggml_relu(ctx, linear(ctx, x, proj1_w_, proj1_b_)), proj2_w_, proj2_b_);  // (out, time)
     // AvgPool1d(5, 5) over time: the first rows*5 frames as (out, 5, rows), averaged over the 5.
     const int n_rows = pooled_rows(n_frames);
@@ -245,23 +237,16 @@ ggml_tensor * AudioEncoder::build_layer(ggml_context * ctx, ggml_tensor * x, siz
                                         const Window & window) {
     const Layer & layer = layers_[index];
     const int head_dim = n_embd_ / n_head_;
-    ggml_tensor * h = layer_norm(ctx, x, layer.attn_ln_w, layer.attn_ln_b);
+    ggml_tensor * h = layer_norm(ctx, x, layer.attn_ln_w, layer.attn_ln_b, kLayerNormEps);
     ggml_tensor * q = ggml_reshape_3d(ctx, linear(ctx, h, layer.q_w, layer.q_b), head_dim, n_head_, n_positions);
     ggml_tensor * k_all = with_cache(ctx, linear(ctx, h, layer.k_w, nullptr), k_cache_[index], window);
     ggml_tensor * v_all = with_cache(ctx, linear(ctx, h, layer.v_w, layer.v_b), v_cache_[index], window);
     const int n_keys = static_cast<int>(k_all->ne[1]);
     ggml_tensor * k = ggml_reshape_3d(ctx, k_all, head_dim, n_head_, n_keys);
     ggml_tensor * v = ggml_reshape_3d(ctx, v_all, head_dim, n_head_, n_keys);
-    q = ggml_permute(ctx, q, 0, 2, 1, 3);  // (head_dim, time, head)
-    k = ggml_permute(ctx, k, 0, 2, 1, 3);
-    ggml_tensor * scores = ggml_mul_mat(ctx, k, q);  // (time_k, time_q, head)
-    scores = ggml_soft_max_ext(ctx, scores, nullptr, 1.0f / std::sqrt(static_cast<float>(head_dim)), 0.0f);
-    ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3));  // (time, head_dim, head)
-    ggml_tensor * attn = ggml_mul_mat(ctx, vt, scores);                   // (head_dim, time_q, head)
-    attn = ggml_cont(ctx, ggml_permute(ctx, attn, 0, 2, 1, 3));           // (head_dim, head, time)
-    attn = ggml_reshape_2d(ctx, attn, n_embd_, n_positions);
+    ggml_tensor * attn = attention(ctx, q, k, v, false);
     x = ggml_add(ctx, x, linear(ctx, attn, layer.o_w, layer.o_b));
-    h = layer_norm(ctx, x, layer.mlp_ln_w, layer.mlp_ln_b);
+    h = layer_norm(ctx, x, layer.mlp_ln_w, layer.mlp_ln_b, kLayerNormEps);
     h = linear(ctx, ggml_gelu_erf(ctx, linear(ctx, h, layer.fc1_w, layer.fc1_b)), layer.fc2_w, layer.fc2_b);
     return ggml_add(ctx, x, h);
 }

@@ -38,21 +38,6 @@ ggml_tensor * project(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml
     return linear_f32_accumulate(ctx, x, w, b);
 }
 
-// Attention over (head_dim, n_head, n) queries and (head_dim, n_head, m) keys/values -> (head_dim * n_head, n).
-ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v) {
-    const int64_t head_dim = q->ne[0];
-    const int64_t n_head = q->ne[1];
-    const int64_t n_q = q->ne[2];
-    q = ggml_permute(ctx, q, 0, 2, 1, 3);  // (head_dim, n_q, head)
-    k = ggml_permute(ctx, k, 0, 2, 1, 3);
-    ggml_tensor * scores = mul_mat_f32_accumulate(ctx, k, q);  // (n_k, n_q, head)
-    scores = ggml_soft_max_ext(ctx, scores, nullptr, 1.0f / std::sqrt(static_cast<float>(head_dim)), 0.0f);
-    ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3));  // (n_k, head_dim, head)
-    ggml_tensor * out = mul_mat_f32_accumulate(ctx, vt, scores);          // (head_dim, n_q, head)
-    out = ggml_cont(ctx, ggml_permute(ctx, out, 0, 2, 1, 3));             // (head_dim, head, n_q)
-    return ggml_reshape_2d(ctx, out, head_dim * n_head, n_q);
-}
-
 // Patches as columns: (3 * patch * patch, n_patches) in the order of the conv kernel (x fastest, then y, then
 // the channel), patches row-major over the image.
 std::vector<float> unfold_patches(const ImageChunk & chunk, int patch) {
@@ -265,7 +250,7 @@ ggml_tensor * VisionEncoder::build_layer(ggml_context * ctx, ggml_tensor * x, co
     ggml_tensor * q = ggml_reshape_3d(ctx, project(ctx, h, layer.q_w, layer.q_b), head_dim, n_head_, n);
     ggml_tensor * k = ggml_reshape_3d(ctx, project(ctx, h, layer.k_w, layer.k_b), head_dim, n_head_, n);
     ggml_tensor * v = ggml_reshape_3d(ctx, project(ctx, h, layer.v_w, layer.v_b), head_dim, n_head_, n);
-    x = ggml_add(ctx, x, project(ctx, attention(ctx, q, k, v), layer.o_w, layer.o_b));
+    x = ggml_add(ctx, x, project(ctx, attention(ctx, q, k, v, true), layer.o_w, layer.o_b));
     h = layer_norm(ctx, x, layer.ln2_w, layer.ln2_b, eps_);
     h = project(ctx, gelu_tanh(ctx, project(ctx, h, layer.fc1_w, layer.fc1_b), on_cpu_), layer.fc2_w, layer.fc2_b);
     return ggml_add(ctx, x, h);
@@ -290,7 +275,7 @@ ggml_tensor * VisionEncoder::build_resampler(ggml_context * ctx, ggml_tensor * s
     ggml_tensor * q = ggml_reshape_3d(ctx, project(ctx, queries, r.q_w, r.q_b), kResamplerHeadDim, n_head, n_query_);
     ggml_tensor * k = ggml_reshape_3d(ctx, project(ctx, keys, r.k_w, r.k_b), kResamplerHeadDim, n_head, n);
     ggml_tensor * v = ggml_reshape_3d(ctx, project(ctx, values, r.v_w, r.v_b), kResamplerHeadDim, n_head, n);
-    ggml_tensor * x = project(ctx, attention(ctx, q, k, v), r.o_w, r.o_b);
+    ggml_tensor * x = project(ctx, attention(ctx, q, k, v, true), r.o_w, r.o_b);
     x = layer_norm(ctx, x, r.ln_post_w, r.ln_post_b, eps_);
     return project(ctx, x, r.proj_w, nullptr);
 }
