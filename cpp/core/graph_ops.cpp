@@ -29,14 +29,15 @@ ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, gg
     const int64_t head_dim = q->ne[0];
     const int64_t n_head = q->ne[1];
     const int64_t n_q = q->ne[2];
-    q = ggml_permute(ctx, q, 0, 2, 1, 3);  // (head_dim, n_q, head)
+    const int64_t n_seq = q->ne[3];
+    q = ggml_permute(ctx, q, 0, 2, 1, 3);  // (head_dim, n_q, head, B)
     k = ggml_permute(ctx, k, 0, 2, 1, 3);
     ggml_tensor * scores = product(k, q);  // (n_k, n_q, head)
     scores = ggml_soft_max_ext(ctx, scores, nullptr, 1.0f / std::sqrt(static_cast<float>(head_dim)), 0.0f);
     ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3));  // (n_k, head_dim, head)
     ggml_tensor * out = product(vt, scores);                              // (head_dim, n_q, head)
     out = ggml_cont(ctx, ggml_permute(ctx, out, 0, 2, 1, 3));             // (head_dim, head, n_q)
-    return ggml_reshape_2d(ctx, out, head_dim * n_head, n_q);
+    return ggml_reshape_3d(ctx, out, head_dim * n_head, n_q, n_seq);
 }
 
 ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b, float eps) {

@@ -16,9 +16,9 @@ ggml_tensor * mul_mat_f32_accumulate(ggml_context * ctx, ggml_tensor * a, ggml_t
 // linear() through mul_mat_f32_accumulate.
 ggml_tensor * linear_f32_accumulate(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b);
 
-// Softmax attention of (head_dim, n_head, n_q) queries over (head_dim, n_head, n_k) keys and values, scaled by
-// 1/sqrt(head_dim), no mask -> (head_dim * n_head, n_q). f32_accumulate: both products via
-// mul_mat_f32_accumulate.
+// Softmax attention of (head_dim, n_head, n_q, B) queries over (head_dim, n_head, n_k, B) keys and values (B
+// independent sequences, 1 for 3-D inputs), scaled by 1/sqrt(head_dim), no mask -> (head_dim * n_head, n_q, B).
+// f32_accumulate: both products via mul_mat_f32_accumulate.
 ggml_tensor * attention(ggml_context * ctx, ggml_tensor * q, ggml_tensor * k, ggml_tensor * v, bool f32_accumulate);
 
 // LayerNorm over dim 0 with an affine weight and bias.

@@ -243,13 +243,16 @@ VisionEncoder::Layer VisionEncoder::load_layer(int index, bool ffn_names_swapped
     };
 }
 
+// x: (n_embd, n_patches, n_chunks).
 ggml_tensor * VisionEncoder::build_layer(ggml_context * ctx, ggml_tensor * x, const Layer & layer) const {
     const int64_t n = x->ne[1];
+    const int64_t n_chunks = x->ne[2];
     const int head_dim = n_embd_ / n_head_;
+    const auto heads = [&](ggml_tensor * t) { return ggml_reshape_4d(ctx, t, head_dim, n_head_, n, n_chunks); };
     ggml_tensor * h = layer_norm(ctx, x, layer.ln1_w, layer.ln1_b, eps_);
-    ggml_tensor * q = ggml_reshape_3d(ctx, project(ctx, h, layer.q_w, layer.q_b), head_dim, n_head_, n);
-    ggml_tensor * k = ggml_reshape_3d(ctx, project(ctx, h, layer.k_w, layer.k_b), head_dim, n_head_, n);
-    ggml_tensor * v = ggml_reshape_3d(ctx, project(ctx, h, layer.v_w, layer.v_b), head_dim, n_head_, n);
+    ggml_tensor * q = heads(project(ctx, h, layer.q_w, layer.q_b));
+    ggml_tensor * k = heads(project(ctx, h, layer.k_w, layer.k_b));
+    ggml_tensor * v = heads(project(ctx, h, layer.v_w, layer.v_b));
     x = ggml_add(ctx, x, project(ctx, attention(ctx, q, k, v, true), layer.o_w, layer.o_b));
     h = layer_norm(ctx, x, layer.ln2_w, layer.ln2_b, eps_);
     h = project(ctx, gelu_tanh(ctx, project(ctx, h, layer.fc1_w, layer.fc1_b), on_cpu_), layer.fc2_w, layer.fc2_b);
@@ -268,39 +271,60 @@ ggml_tensor * VisionEncoder::build_resampler(ggml_context * ctx, ggml_tensor * s
                                              ggml_tensor * key_positions) const {
     const Resampler & r = resampler_;
     const int64_t n = states->ne[1];
+    const int64_t n_chunks = states->ne[2];
     const int n_head = n_out_ / kResamplerHeadDim;
     ggml_tensor * values = layer_norm(ctx, project(ctx, states, r.kv_w, nullptr), r.ln_kv_w, r.ln_kv_b, eps_);
-    ggml_tensor * keys = ggml_add(ctx, values, key_positions);
+    ggml_tensor * keys = ggml_add(ctx, values, key_positions);  // the same positions for every chunk
     ggml_tensor * queries = layer_norm(ctx, r.query, r.ln_q_w, r.ln_q_b, eps_);
-    ggml_tensor * q = ggml_reshape_3d(ctx, project(ctx, queries, r.q_w, r.q_b), kResamplerHeadDim, n_head, n_query_);
-    ggml_tensor * k = ggml_reshape_3d(ctx, project(ctx, keys, r.k_w, r.k_b), kResamplerHeadDim, n_head, n);
-    ggml_tensor * v = ggml_reshape_3d(ctx, project(ctx, values, r.v_w, r.v_b), kResamplerHeadDim, n_head, n);
+    ggml_tensor * q = project(ctx, queries, r.q_w, r.q_b);
+    q = ggml_repeat_4d(ctx, ggml_reshape_3d(ctx, q, kResamplerHeadDim, n_head, n_query_), kResamplerHeadDim, n_head,
+                       n_query_, n_chunks);
+    ggml_tensor * k = ggml_reshape_4d(ctx, project(ctx, keys, r.k_w, r.k_b), kResamplerHeadDim, n_head, n, n_chunks);
+    ggml_tensor * v = ggml_reshape_4d(ctx, project(ctx, values, r.v_w, r.v_b), kResamplerHeadDim, n_head, n, n_chunks);
     ggml_tensor * x = project(ctx, attention(ctx, q, k, v, true), r.o_w, r.o_b);
     x = layer_norm(ctx, x, r.ln_post_w, r.ln_post_b, eps_);
     return project(ctx, x, r.proj_w, nullptr);
 }
 
-std::vector<float> VisionEncoder::encode_chunk(const ImageChunk & chunk) {
-    const ImageSize size = chunk.size;
-    if (size.width < patch_ || size.height < patch_ || size.width % patch_ || size.height % patch_) {
-        throw std::invalid_argument("pixels: image chunk " + std::to_string(size.width) + "x" +
-                                    std::to_string(size.height) + " is not a positive multiple of the " +
+void VisionEncoder::check_chunk(const ImageChunk & chunk, ImageSize size) const {
+    const ImageSize own = chunk.size;
+    if (own.width < patch_ || own.height < patch_ || own.width % patch_ || own.height % patch_) {
+        throw std::invalid_argument("pixels: image chunk " + std::to_string(own.width) + "x" +
+                                    std::to_string(own.height) + " is not a positive multiple of the " +
                                     std::to_string(patch_) + "-pixel patch");
     }
-    if (chunk.pixels.size() != static_cast<size_t>(3) * size.width * size.height) {
+    if (own.width != size.width || own.height != size.height) {
+        throw std::invalid_argument("pixels: chunks encoded together must have one size");
+    }
+    if (chunk.pixels.size() != static_cast<size_t>(3) * own.width * own.height) {
         throw std::invalid_argument("pixels: an image chunk must hold 3 x height x width values");
+    }
+}
+
+std::vector<float> VisionEncoder::encode_chunk(const ImageChunk & chunk) {
+    return encode_same_size_chunks({chunk}).at(0);
+}
+
+std::vector<std::vector<float>> VisionEncoder::encode_same_size_chunks(const std::vector<ImageChunk> & chunks) {
+    if (chunks.empty()) return {};
+    const ImageSize size = chunks.front().size;
+    std::vector<float> patches;
+    for (const ImageChunk & chunk : chunks) {
+        check_chunk(chunk, size);
+        const std::vector<float> unfolded = unfold_patches(chunk, patch_);
+        patches.insert(patches.end(), unfolded.begin(), unfolded.end());
     }
     const int rows = size.height / patch_;
     const int cols = size.width / patch_;
     const int n = rows * cols;
-    const std::vector<float> patches = unfold_patches(chunk, patch_);
+    const auto n_chunks = static_cast<int64_t>(chunks.size());
     const std::vector<int32_t> ids =
         bucket_position_ids(rows, cols, static_cast<int>(std::lround(std::sqrt(static_cast<double>(n_positions_)))));
     const std::vector<float> positions = key_positions(rows, cols, n_out_);
     ggml_tensor *patches_in = nullptr, *ids_in = nullptr, *positions_in = nullptr, *output = nullptr;
     runner_->run(
         [&](ggml_context * ctx) {
-            patches_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, static_cast<int64_t>(3) * patch_ * patch_, n);
+            patches_in = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, static_cast<int64_t>(3) * patch_ * patch_, n, n_chunks);
             ids_in = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
             positions_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_out_, n);
             for (ggml_tensor * input : {patches_in, ids_in, positions_in}) ggml_set_input(input);
@@ -315,17 +339,23 @@ std::vector<float> VisionEncoder::encode_chunk(const ImageChunk & chunk) {
             ggml_backend_tensor_set(ids_in, ids.data(), 0, ids.size() * sizeof(int32_t));
             ggml_backend_tensor_set(positions_in, positions.data(), 0, positions.size() * sizeof(float));
         });
-    std::vector<float> rows_out(static_cast<size_t>(n_query_) * n_out_);
-    ggml_backend_tensor_get(output, rows_out.data(), 0, rows_out.size() * sizeof(float));
+    const size_t per_chunk = static_cast<size_t>(n_query_) * n_out_;
+    std::vector<std::vector<float>> rows_out(chunks.size(), std::vector<float>(per_chunk));
+    for (size_t i = 0; i < chunks.size(); ++i) {
+        ggml_backend_tensor_get(output, rows_out[i].data(), i * per_chunk * sizeof(float), per_chunk * sizeof(float));
+    }
     return rows_out;
 }
 
+// The overview alone, then all slices (one size) in one batched graph.
 EncodedImage VisionEncoder::encode_image(const uint8_t * rgb, ImageSize size, int max_slices) {
     EncodedImage encoded;
     encoded.plan = plan_image_slices(size.width, size.height, max_slices, image_size_, patch_);
-    for (const ImageChunk & chunk : preprocess_image(rgb, size, max_slices, image_size_, patch_, normalisation_)) {
-        encoded.chunks.push_back(encode_chunk(chunk));
-    }
+    std::vector<ImageChunk> chunks = preprocess_image(rgb, size, max_slices, image_size_, patch_, normalisation_);
+    encoded.chunks.push_back(encode_chunk(chunks.front()));
+    const std::vector<ImageChunk> slices(std::make_move_iterator(chunks.begin() + 1),
+                                         std::make_move_iterator(chunks.end()));
+    for (std::vector<float> & rows : encode_same_size_chunks(slices)) encoded.chunks.push_back(std::move(rows));
     return encoded;
 }
 

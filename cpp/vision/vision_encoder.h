@@ -58,6 +58,8 @@ public:
 
     // One preprocessed chunk (planar, sides multiples of the patch) -> n_query x n_embd_out rows.
     std::vector<float> encode_chunk(const ImageChunk & chunk);
+    // Chunks of one size (an image's slices) in one graph, as a batch; the rows of each, in order.
+    std::vector<std::vector<float>> encode_same_size_chunks(const std::vector<ImageChunk> & chunks);
     // Interleaved RGB8 (height, width, 3): preprocessing with up to max_slices slices, then every chunk.
     EncodedImage encode_image(const uint8_t * rgb, ImageSize size, int max_slices);
 
@@ -76,6 +78,7 @@ private:
     Layer load_layer(int index, bool ffn_names_swapped) const;
     ggml_tensor * build_vit(ggml_context * ctx, ggml_tensor * patches, ggml_tensor * position_ids) const;
     ggml_tensor * build_layer(ggml_context * ctx, ggml_tensor * x, const Layer & layer) const;
+    void check_chunk(const ImageChunk & chunk, ImageSize size) const;
     ggml_tensor * build_resampler(ggml_context * ctx, ggml_tensor * states, ggml_tensor * key_positions) const;
 
     std::unique_ptr<Backend> backend_;

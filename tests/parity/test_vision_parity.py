@@ -247,6 +247,17 @@ def test_encode_image_matches_the_reference_chunk_by_chunk(
     assert max(errors) <= TOLERANCE[dtype], errors
 
 
+def test_batched_slices_equal_slices_encoded_one_by_one(models: VisionModels) -> None:
+    """encode_image runs an image's slices as one batched graph; each slice's rows must not depend on that."""
+    encoder = models.encoder("tiny", "f32")
+    rgb = random_rgb(200, 200)
+    batched = encoder.encode_image(rgb, 9)
+    chunks = oe.preprocess_image(rgb, 9, scale_resolution=SCALE)
+    assert len(batched) == len(chunks) == 10
+    for got, chunk in zip(batched, chunks, strict=True):
+        np.testing.assert_allclose(got, encoder.encode_chunk(chunk), rtol=0, atol=1e-6)
+
+
 # ---- loader errors --------------------------------------------------------------------------------
 
 
