@@ -1,12 +1,9 @@
-// omni_engine.plan_image_slices / resize_image_bicubic / preprocess_image (vision_api.md).
+// omni_engine.plan_image_slices / resize_image_bicubic / preprocess_image: thin wrappers; the C++ checks the arguments.
 #include "bindings/image_bindings.h"
 
 #include <pybind11/numpy.h>
 
 #include <algorithm>
-#include <limits>
-#include <stdexcept>
-#include <string>
 #include <vector>
 
 #include "bindings/vision_bindings.h"
@@ -16,17 +13,6 @@ namespace omni_bindings {
 namespace {
 
 namespace py = pybind11;
-void require_positive(int value, const char * name) {
-    if (value < 1) throw py::value_error(std::string(name) + " must be >= 1, got " + std::to_string(value));
-}
-
-void require_max_slices(int max_slices) {
-    if (max_slices < 0 || max_slices > omni::kMaxImageSlices) {
-        throw py::value_error("max_slices must be in 0.." + std::to_string(omni::kMaxImageSlices) + ", got " +
-                              std::to_string(max_slices));
-    }
-}
-
 py::object size_or_none(const omni::ImageSize & size, bool present) {
     if (!present) return py::none();
     return py::make_tuple(size.width, size.height);
@@ -43,18 +29,11 @@ py::dict plan_dict(const omni::SlicePlan & plan) {
 }
 
 py::dict plan_image_slices(int width, int height, int max_slices, int scale_resolution, int patch) {
-    require_positive(width, "width");
-    require_positive(height, "height");
-    require_max_slices(max_slices);
-    require_positive(scale_resolution, "scale_resolution");
-    require_positive(patch, "patch");
     return plan_dict(omni::plan_image_slices(width, height, max_slices, scale_resolution, patch));
 }
 
 py::array_t<uint8_t> resize_image_bicubic(const py::array & rgb, int width, int height) {
     const RgbArray in = require_rgb(rgb);
-    require_positive(width, "width");
-    require_positive(height, "height");
     std::vector<uint8_t> out;
     {
         py::gil_scoped_release release;
@@ -73,9 +52,6 @@ py::array_t<float> chunk_array(const omni::ImageChunk & chunk) {
 
 py::list preprocess_image(const py::array & rgb, int max_slices, int scale_resolution, int patch) {
     const RgbArray in = require_rgb(rgb);
-    require_max_slices(max_slices);
-    require_positive(scale_resolution, "scale_resolution");
-    require_positive(patch, "patch");
     std::vector<omni::ImageChunk> chunks;
     {
         py::gil_scoped_release release;

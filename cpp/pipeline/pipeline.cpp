@@ -361,12 +361,8 @@ int Pipeline::prefill_image(const uint8_t * rgb, int width, int height, int max_
         throw StateError("image input needs the vision stage: no vision/MiniCPM-o-4_5-vision-F16.gguf in " +
                          options_.model_dir);
     }
-    if (!rgb || width < 1 || height < 1) throw std::invalid_argument("image is empty");
-    if (max_slices < 0 || max_slices > kMaxImageSlices) {
-        throw std::invalid_argument("max_slices must be 0.." + std::to_string(kMaxImageSlices) + ", got " +
-                                    std::to_string(max_slices));
-    }
-    require_idle_session();
+    if (!rgb) throw std::invalid_argument("image is empty");
+    require_idle_session();  // sizes and max_slices are checked by the slice plan, before anything is added
     return call_on_llm([&] {
         const double t0 = now_ms();
         const int added = eval_image(vision_->encode_image(rgb, ImageSize{width, height}, max_slices));

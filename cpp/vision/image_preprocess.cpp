@@ -87,17 +87,20 @@ ImageSize refine_size(int width, int height, ImageSize grid, int scale_resolutio
             checked_int(static_cast<double>(cell.height) * grid.height, "the refine height")};
 }
 
+// The messages name the argument, as the Python bindings expose it.
+void require_positive(int value, const char * name) {
+    if (value < 1) throw std::invalid_argument(std::string(name) + " must be >= 1, got " + std::to_string(value));
+}
+
 void check_plan_arguments(int width, int height, int max_slices, int scale_resolution, int patch) {
-    if (width < 1 || height < 1) {
-        throw std::invalid_argument("image: width and height must be >= 1, got " + std::to_string(width) + "x" +
-                                    std::to_string(height));
-    }
+    require_positive(width, "width");
+    require_positive(height, "height");
     if (max_slices < 0 || max_slices > kMaxImageSlices) {
         throw std::invalid_argument("max_slices must be in 0.." + std::to_string(kMaxImageSlices) + ", got " +
                                     std::to_string(max_slices));
     }
-    if (scale_resolution < 1) throw std::invalid_argument("scale_resolution must be >= 1");
-    if (patch < 1) throw std::invalid_argument("patch must be >= 1");
+    require_positive(scale_resolution, "scale_resolution");
+    require_positive(patch, "patch");
 }
 
 // ---- Pillow-compatible bicubic resize ----------------------------------------------------------------------
@@ -163,11 +166,11 @@ uint8_t fixed_to_pixel(int64_t accumulator) {
 
 constexpr int64_t kRoundingBias = int64_t{1} << (kCoefficientBits - 1);  // rounds the final shift to nearest
 
-std::vector<uint8_t> resize_horizontal(const std::vector<uint8_t> & in, ImageSize from, int out_width) {
+std::vector<uint8_t> resize_horizontal(const uint8_t * in, ImageSize from, int out_width) {
     const AxisTaps taps = axis_taps(from.width, out_width);
     std::vector<uint8_t> out(static_cast<size_t>(out_width) * from.height * 3);
     for (int y = 0; y < from.height; ++y) {
-        const uint8_t * in_row = in.data() + static_cast<size_t>(y) * from.width * 3;
+        const uint8_t * in_row = in + static_cast<size_t>(y) * from.width * 3;
         uint8_t * out_pixel = out.data() + static_cast<size_t>(y) * out_width * 3;
         for (int x = 0; x < out_width; ++x, out_pixel += 3) {
             const int * weights = taps.weights.data() + static_cast<size_t>(x) * taps.stride;
@@ -187,7 +190,7 @@ std::vector<uint8_t> resize_horizontal(const std::vector<uint8_t> & in, ImageSiz
 }
 
 // Whole rows at a time: every output row is a weighted sum of consecutive input rows.
-std::vector<uint8_t> resize_vertical(const std::vector<uint8_t> & in, ImageSize from, int out_height) {
+std::vector<uint8_t> resize_vertical(const uint8_t * in, ImageSize from, int out_height) {
     const AxisTaps taps = axis_taps(from.height, out_height);
     const size_t row_bytes = static_cast<size_t>(from.width) * 3;
     std::vector<uint8_t> out(static_cast<size_t>(out_height) * row_bytes);
@@ -196,7 +199,7 @@ std::vector<uint8_t> resize_vertical(const std::vector<uint8_t> & in, ImageSize 
         const int * weights = taps.weights.data() + static_cast<size_t>(y) * taps.stride;
         std::fill(sums.begin(), sums.end(), kRoundingBias);
         for (int k = 0; k < taps.count[y]; ++k) {
-            const uint8_t * in_row = in.data() + static_cast<size_t>(taps.first[y] + k) * row_bytes;
+            const uint8_t * in_row = in + static_cast<size_t>(taps.first[y] + k) * row_bytes;
             const int64_t weight = weights[k];
             for (size_t i = 0; i < row_bytes; ++i) sums[i] += in_row[i] * weight;
         }
@@ -254,24 +257,27 @@ SlicePlan plan_image_slices(int width, int height, int max_slices, int scale_res
 }
 
 std::vector<uint8_t> resize_rgb_bicubic(const uint8_t * rgb, ImageSize from, ImageSize to) {
-    if (from.width < 1 || from.height < 1 || to.width < 1 || to.height < 1) {
-        throw std::invalid_argument("resize: image sizes must be >= 1x1");
-    }
-    std::vector<uint8_t> image(rgb, rgb + static_cast<size_t>(from.width) * from.height * 3);
+    require_positive(from.width, "image width");
+    require_positive(from.height, "image height");
+    require_positive(to.width, "width");
+    require_positive(to.height, "height");
     // Each pass only when its side changes (same size: an unchanged copy). The pass order changes the rounding
     // between passes; Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many
     // pixels as the width does (measured against Pillow 13.0.0), else horizontal first.
     const bool vertical_first =
         to.height < from.height && from.height - to.height > 2 * (static_cast<long long>(from.width) - to.width);
+    std::vector<uint8_t> image;  // the latest pass's output; the input is read in place by the first pass
+    const auto source = [&] { return image.empty() ? rgb : image.data(); };
     if (vertical_first) {
-        image = resize_vertical(image, from, to.height);
+        image = resize_vertical(source(), from, to.height);
         from.height = to.height;
     }
     if (to.width != from.width) {
-        image = resize_horizontal(image, from, to.width);
+        image = resize_horizontal(source(), from, to.width);
         from.width = to.width;
     }
-    if (to.height != from.height) image = resize_vertical(image, from, to.height);
+    if (to.height != from.height) image = resize_vertical(source(), from, to.height);
+    if (image.empty()) image.assign(rgb, rgb + static_cast<size_t>(from.width) * from.height * 3);
     return image;
 }
 

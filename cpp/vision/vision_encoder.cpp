@@ -184,10 +184,10 @@ void VisionEncoder::read_hparams(int n_run) {
         throw ModelFileError(path + ": resampler width " + std::to_string(n_out_) + " is not a multiple of " +
                              std::to_string(kResamplerHeadDim) + " (the resampler head size)");
     }
-    n_positions_ = static_cast<int>(meta.tensor("v.position_embd.weight").ne.at(1));
-    const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(n_positions_))));
-    if (side * side != n_positions_) {
-        throw ModelFileError(path + ": v.position_embd.weight has " + std::to_string(n_positions_) +
+    const auto n_positions = static_cast<int>(meta.tensor("v.position_embd.weight").ne.at(1));
+    position_side_ = static_cast<int>(std::lround(std::sqrt(static_cast<double>(n_positions))));
+    if (position_side_ * position_side_ != n_positions) {
+        throw ModelFileError(path + ": v.position_embd.weight has " + std::to_string(n_positions) +
                              " rows, not a square grid");
     }
     layers_.resize(static_cast<size_t>(n_run));
@@ -198,7 +198,7 @@ void VisionEncoder::load_tensors() {
     const int d = n_embd_;
     patch_w_ = w.get("v.patch_embd.weight", {patch_, patch_, 3, d});
     patch_b_ = w.get("v.patch_embd.bias", {d});
-    position_embd_ = w.get("v.position_embd.weight", {d, n_positions_});
+    position_embd_ = w.get("v.position_embd.weight", {d, position_side_ * position_side_});
     post_ln_w_ = w.get("v.post_ln.weight", {d});
     post_ln_b_ = w.get("v.post_ln.bias", {d});
     // The release converter stores fc1 (width -> FFN) as ffn_down; detected as libmtmd does (§4.3).
@@ -318,8 +318,7 @@ std::vector<std::vector<float>> VisionEncoder::encode_same_size_chunks(const std
     const int cols = size.width / patch_;
     const int n = rows * cols;
     const auto n_chunks = static_cast<int64_t>(chunks.size());
-    const std::vector<int32_t> ids =
-        bucket_position_ids(rows, cols, static_cast<int>(std::lround(std::sqrt(static_cast<double>(n_positions_)))));
+    const std::vector<int32_t> ids = bucket_position_ids(rows, cols, position_side_);
     const std::vector<float> positions = key_positions(rows, cols, n_out_);
     ggml_tensor *patches_in = nullptr, *ids_in = nullptr, *positions_in = nullptr, *output = nullptr;
     runner_->run(

@@ -93,7 +93,7 @@ private:
     int n_layer_file_ = 0;
     int n_query_ = 64;
     int n_out_ = 0;
-    int n_positions_ = 0;  // rows of the ViT position table (a square grid, 70 x 70 in the release)
+    int position_side_ = 0;  // the ViT position table is a side x side grid of buckets (70 x 70 in the release)
     float eps_ = 1e-6f;
     PixelNormalisation normalisation_;
     ggml_tensor *patch_w_, *patch_b_, *position_embd_, *post_ln_w_, *post_ln_b_;
