@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from engine_support import GREEDY, N_GPU_LAYERS, EventLog, make_engine
+from numeric_helpers import random_rgb
 
 import omni_engine as oe
 
@@ -18,10 +19,6 @@ N_ROWS = 64  # rows per chunk (clip.minicpmv_query_num)
 SCALE = 56  # the tiny vision file's clip.vision.image_size
 LONG = 1500  # tokens: far more than a test needs before it stops the turn
 VISION_FILE = "vision/MiniCPM-o-4_5-vision-F16.gguf"
-
-
-def random_rgb(width: int, height: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng([seed, width, height]).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
 def tone(seconds: float) -> np.ndarray:

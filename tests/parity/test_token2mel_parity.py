@@ -35,6 +35,7 @@ from flow_reference import (
     trim_caches_sa,
     write_sharpened_encoder,
 )
+from numeric_helpers import max_rel_error
 
 import omni_engine
 from omni_app.tiny_models.token2wav import (
@@ -79,11 +80,6 @@ class StreamRun:
     windows: list[Window]
     engine: list[EngineWindow]
     reference: list[WindowResult]
-
-
-def rel_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    assert actual.shape == expected.shape
-    return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
 def speech_tokens(n: int, seed: int = TOKEN_SEED) -> list[int]:
@@ -213,7 +209,7 @@ def test_mel_per_window_matches_the_reference(scenario: str, request: pytest.Fix
     run: StreamRun = request.getfixturevalue(scenario)
     expected_frames = [2 * (len(tokens) if last else len(tokens) - 3) for tokens, last in run.windows]
     assert [r.mel.shape for r in run.reference] == [(N_MELS, n) for n in expected_frames]
-    errors = [rel_error(e.mel, r.mel) for e, r in zip(run.engine, run.reference, strict=True)]
+    errors = [max_rel_error(e.mel, r.mel) for e, r in zip(run.engine, run.reference, strict=True)]
     assert max(errors) <= MEL_TOLERANCE, f"mel rel error per window: {[f'{e:.2e}' for e in errors]}"
 
 
@@ -224,7 +220,7 @@ def test_caches_after_every_window_match_the_reference(
 ) -> None:
     run: StreamRun = request.getfixturevalue(scenario)
     errors = [
-        rel_error(e.caches[name], r.caches[name]) for e, r in zip(run.engine, run.reference, strict=True)
+        max_rel_error(e.caches[name], r.caches[name]) for e, r in zip(run.engine, run.reference, strict=True)
     ]
     assert max(errors) <= CACHE_TOLERANCE, f"{name} rel error per window: {[f'{e:.2e}' for e in errors]}"
 
@@ -240,7 +236,7 @@ def test_positions_matter_in_the_sharpened_encoder(
             if "linear_pos" in name:
                 parameter.zero_()
     changed = reference_windows(positionless, prompt, sharp_encoder.windows)
-    errors = [rel_error(c.mel, r.mel) for c, r in zip(changed, sharp_encoder.reference, strict=True)]
+    errors = [max_rel_error(c.mel, r.mel) for c, r in zip(changed, sharp_encoder.reference, strict=True)]
     assert min(errors) > POSITIONS_MATTER, errors
 
 
@@ -265,11 +261,11 @@ def test_stepaudio_trimming_agrees_on_windows_1_to_3_only(
     ours = short_last.reference
     for window in range(3):
         assert np.array_equal(sa[window].mel, ours[window].mel)
-        assert rel_error(short_last.engine[window].mel, sa[window].mel) <= MEL_TOLERANCE
+        assert max_rel_error(short_last.engine[window].mel, sa[window].mel) <= MEL_TOLERANCE
     sa_cache, our_cache = sa[2].caches["estimator_att_cache"], ours[2].caches["estimator_att_cache"]
-    assert sa_cache.shape == our_cache.shape and rel_error(sa_cache, our_cache) > 0.1
-    engine_vs_ours = rel_error(short_last.engine[3].mel, ours[3].mel)
-    engine_vs_sa = rel_error(short_last.engine[3].mel, sa[3].mel)
+    assert sa_cache.shape == our_cache.shape and max_rel_error(sa_cache, our_cache) > 0.1
+    engine_vs_ours = max_rel_error(short_last.engine[3].mel, ours[3].mel)
+    engine_vs_sa = max_rel_error(short_last.engine[3].mel, sa[3].mel)
     # 10x apart on the CPU; on a GPU the engine's own TF32 error is 2e-4 against SA's 1.2e-3 (measured).
     assert engine_vs_sa > (3 if USE_GPU else 10) * engine_vs_ours, (engine_vs_sa, engine_vs_ours)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import vision_reference as vr
+from numeric_helpers import max_rel_error
 
 import omni_engine as oe
 from omni_app.tiny_models.vision import VisionDims, write_vision
@@ -23,10 +24,6 @@ F16_BOUND = 1e-3
 OUR_F32_BOUND = 1e-5
 DIMS = VisionDims(width=64, n_head=4, n_ff=96, n_layer=3, resampler_width=256)
 CHUNKS = [(56, 56), (98, 42), (224, 168)]
-
-
-def rel(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.abs(got - want).max() / np.abs(want).max())
 
 
 Rows = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -69,13 +66,13 @@ def test_libmtmd_ours_and_pytorch_agree_within_the_f16_bound(
     outputs_by_dtype: dict[str, Rows], dtype: str
 ) -> None:
     for mtmd, ours, torch_rows in outputs_by_dtype[dtype]:
-        assert rel(mtmd, torch_rows) < F16_BOUND
-        assert rel(ours, mtmd) < F16_BOUND
+        assert max_rel_error(mtmd, torch_rows) < F16_BOUND
+        assert max_rel_error(ours, mtmd) < F16_BOUND
 
 
 def test_on_an_f32_file_our_graph_is_exact_where_libmtmd_rounds_through_f16(
     outputs_by_dtype: dict[str, Rows],
 ) -> None:
     for mtmd, ours, torch_rows in outputs_by_dtype["f32"]:
-        assert rel(ours, torch_rows) < OUR_F32_BOUND
-        assert rel(mtmd, torch_rows) > 10 * rel(ours, torch_rows)
+        assert max_rel_error(ours, torch_rows) < OUR_F32_BOUND
+        assert max_rel_error(mtmd, torch_rows) > 10 * max_rel_error(ours, torch_rows)
