@@ -209,6 +209,16 @@ def assert_well_formed(stream: SseReader, reason: str) -> None:
     assert stats["speech_tokens"] == sum(chunk["n_speech_tokens"] for chunk in chunks)
 
 
+def assert_error(
+    response: httpx.Response, status: int, message: str, prefix_endings: tuple[str, ...] = ("(",)
+) -> None:
+    """The response is `status` with error `message`; a message ending in one of `prefix_endings` is only the
+    start of the error (the rest is a decoder's own wording)."""
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error.startswith(message) if message.endswith(prefix_endings) else error == message
+
+
 def assert_usable(client: httpx.Client) -> None:
     stream = turn(client, "still there?", max_new_tokens=3)
     assert_well_formed(stream, "max_tokens")

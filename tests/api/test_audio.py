@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 from api_helpers import (
+    assert_error,
     assert_usable,
     assert_well_formed,
     generate,
@@ -218,9 +219,7 @@ def test_bad_audio_is_4xx_naming_audio_and_changes_nothing(client, session, audi
     prefill(client, "hello")
     before = session_status(client)
     response = post_prefill(client, audio=audio, text="and this text is not added either")
-    assert response.status_code == status
-    error = response.json()["error"]
-    assert error.startswith(message) if message.endswith("(") else error == message
+    assert_error(response, status, message)
     assert session_status(client) == before
     assert_usable(client)
 

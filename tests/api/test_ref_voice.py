@@ -19,6 +19,7 @@ import soundfile
 from api_helpers import (
     GREEDY,
     ServerProcess,
+    assert_error,
     assert_usable,
     generate,
     init,
@@ -154,9 +155,7 @@ def test_a_bad_voice_is_4xx_naming_ref_audio_and_changes_nothing(client, llm, re
     prefill(client, "hello")
     before = session_status(client)
     response = post_init(client, ref_audio=ref_audio)
-    assert response.status_code == status
-    error = response.json()["error"]
-    assert error.startswith(message) if message.endswith(("(", "file")) else error == message
+    assert_error(response, status, message, prefix_endings=("(", "file"))
     assert session_status(client) == before  # the conversation in progress is untouched
     assert_usable(client)
     after = init(client)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from api_helpers import (
     GREEDY,
+    assert_error,
     assert_usable,
     assert_well_formed,
     generate,
@@ -291,9 +292,7 @@ def test_bad_image_is_4xx_naming_image_and_changes_nothing(client, session, imag
     prefill(client, "hello")
     before = session_status(client)
     response = post_prefill(client, image=image, text="and this text is not added either")
-    assert response.status_code == status
-    error = response.json()["error"]
-    assert error.startswith(message) if message.endswith("(") else error == message
+    assert_error(response, status, message)
     assert session_status(client) == before
     assert prefill_image(client, SMALL_PNG)["n_image_positions"] == OVERVIEW_POSITIONS  # images still work
     assert_usable(client)
