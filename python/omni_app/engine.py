@@ -291,7 +291,6 @@ class OmniEngine:
         self.load_error: str | None = None
         self.load_count = 0
         self.session: dict[str, Any] | None = None
-        self.session_max_slices = DEFAULT_MAX_SLICES
         self.prefill_count = 0
         self.turns_completed = 0
 
@@ -309,11 +308,7 @@ class OmniEngine:
         return dict(self._engine.info) if self._engine is not None else {}
 
     def stages(self) -> dict[str, bool]:
-        info = self.info
-        stages = {name: bool(on) for name, on in info.get("stages", {}).items()}
-        if "vision_path" in info:  # the vision stage is there when the engine loaded a vision file
-            stages["vision"] = bool(info["vision_path"])
-        return stages
+        return {name: bool(on) for name, on in self.info.get("stages", {}).items()}
 
     def status(self) -> dict[str, Any]:
         engine = self._engine
@@ -387,7 +382,7 @@ class OmniEngine:
                     await self._await_turn_end(running, "start_session")
             self.session = describe_session_options(options)
             self.session["high_quality_mode"] = session.high_quality_mode
-            self.session["max_slices"] = self.session_max_slices = session.max_slices
+            self.session["max_slices"] = session.max_slices
             self.prefill_count = 0
         return self.session
 
@@ -419,7 +414,7 @@ class OmniEngine:
             added = PrefillResult()
             try:
                 if image is not None:
-                    slices = self.session_max_slices if max_slices is None else max_slices
+                    slices = self.session["max_slices"] if max_slices is None else max_slices
                     added = PrefillResult(n_image_positions=await self._prefill_image(engine, image, slices))
                 if pcm is not None:
                     samples = np.ascontiguousarray(pcm, dtype=np.float32)
