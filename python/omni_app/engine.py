@@ -428,10 +428,9 @@ class OmniEngine:
             return added
 
     async def _prefill_image(self, engine: Any, image: np.ndarray, max_slices: int) -> int:
-        rgb = np.ascontiguousarray(image, dtype=np.uint8)
         state_error = NoSessionError if self.stages().get("vision") else FeatureUnavailableError
-        try:
-            return await self._call(engine.prefill_image, rgb, max_slices, state_error=state_error)
+        try:  # no dtype conversion here: the engine refuses anything but uint8 RGB, naming `rgb`
+            return await self._call(engine.prefill_image, image, max_slices, state_error=state_error)
         except ValueError as exc:  # e.g. an aspect ratio too extreme for the patch grid
             message = str(exc)
             raise InvalidInputError(message if message.startswith("image") else f"image: {message}") from exc

@@ -32,7 +32,7 @@ from api_helpers import (
 from PIL import Image
 
 import omni_engine
-from omni_app.engine import EngineConfig, OmniEngine, SessionConfig
+from omni_app.engine import EngineConfig, InvalidInputError, OmniEngine, SessionConfig
 from omni_app.tiny_models.llm import llm_file_name
 from omni_app.tiny_models.vision import VISION_FILE
 
@@ -460,3 +460,21 @@ def test_without_the_vision_file_images_are_501_and_text_works(no_vision_server)
             assert response.json() == {"error": IMAGE_MISSING}
             assert session_status(client)["n_past"] == start["n_keep"]
         assert_usable(client)
+
+
+def test_adapter_refuses_a_non_uint8_image_instead_of_casting_it(tiny_model_dir):
+    async def run() -> None:
+        adapter = OmniEngine(EngineConfig(model_dir=tiny_model_dir, n_ctx=1024, n_threads=2))
+        await adapter.load()
+        try:
+            await adapter.start_session(SessionConfig(media_type="omni", language="en", speak=False))
+            n_past = adapter.status()["n_past"]
+            with pytest.raises(InvalidInputError, match=r"^image: rgb must be a uint8 array.*float32"):
+                await adapter.prefill(image=np.full((30, 40, 3), 0.5, dtype=np.float32))
+            assert adapter.status()["n_past"] == n_past
+            result = await adapter.prefill(image=np.zeros((30, 40, 3), dtype=np.uint8))
+            assert result.n_image_positions == 66
+        finally:
+            await adapter.close()
+
+    asyncio.run(run())
