@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from omni_app import config
+from omni_app.tiny_models.vision import VISION_FILE
 
 FILLER_TEXT = (
     "The quick brown fox jumps over the lazy dog while a small robot counts the stars above the quiet city. "
@@ -366,7 +367,6 @@ def bench_audio(args: argparse.Namespace, model_dir: Path, metrics: Metrics) -> 
         metrics.add("audio_encoder_ms_per_s", "ms", label, encode_s * per_second)
 
 
-VISION_FILE = Path("vision") / "MiniCPM-o-4_5-vision-F16.gguf"
 # The bench images are given for the real file's slice resolution and scaled to the file's (tiny: 56).
 VISION_REFERENCE_RESOLUTION = 448
 CAMERA_FRAME_SIZE = (640, 480)  # encoded as the overview alone (max_slices 0)
